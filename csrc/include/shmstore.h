@@ -183,6 +183,42 @@ typedef int (*shmstore_key_callback)(const char *key, size_t length, void *conte
 int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
                        shmstore_key_callback callback, void *context);
 
+/* ---- inference ------------------------------------------------------------ */
+
+/* Stores a TorchScript model (the bytes of a file saved by torch.jit.save)
+ * under key, with its settings, so that every rank and worker sees one copy.
+ * backend: "TORCH". device: "CPU", "GPU" (first GPU) or "GPU:N".
+ * batch_size: most samples (sum of the requests' first dimensions) per
+ * batch, 0 for no batching. A batch waits at most min_batch_timeout_ms for
+ * min_batch_size samples. Storing again under key switches new requests to
+ * the new model; requests in flight finish on the old one. */
+int shmstore_set_model(shmstore_client_t *client, const char *key, const void *model,
+                       size_t model_bytes, const char *backend, const char *device,
+                       int batch_size, int min_batch_size, int min_batch_timeout_ms);
+int shmstore_set_model_from_file(shmstore_client_t *client, const char *key,
+                                 const char *path, const char *backend,
+                                 const char *device, int batch_size, int min_batch_size,
+                                 int min_batch_timeout_ms);
+
+/* Returns 1 if a model is stored under key, 0 if not, or a negative code. */
+int shmstore_model_exists(shmstore_client_t *client, const char *key);
+
+/* Runs the model stored under key on the tensors under the n_inputs input
+ * keys and stores its outputs under the n_outputs output keys. Waits at
+ * most timeout_ms (negative: $SHMSTORE_MODEL_TIMEOUT, else 60000) and fails
+ * with -ETIMEDOUT after that, SHMSTORE_EMODEL when the model rejects the
+ * request (the detail carries the model's message), SHMSTORE_EWORKER when
+ * the worker died during it. */
+int shmstore_run_model(shmstore_client_t *client, const char *key, int n_inputs,
+                       const char *const *inputs, int n_outputs,
+                       const char *const *outputs, int timeout_ms);
+
+/* Runs function fn_name of the TorchScript script stored under key, with
+ * the same conventions as shmstore_run_model(). */
+int shmstore_run_script(shmstore_client_t *client, const char *key, const char *fn_name,
+                        int n_inputs, const char *const *inputs, int n_outputs,
+                        const char *const *outputs, int timeout_ms);
+
 /* ---- store statistics (read-only, no client slot used) ------------------- */
 
 typedef struct shmstore_stats {
