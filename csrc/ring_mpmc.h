@@ -72,8 +72,10 @@ int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len);
 
 /* Removes the oldest message and copies it into buf (cap bytes), storing
  * its length in *len. Any thread or process. Returns 0, -EAGAIN when the
- * queue is empty, or -EMSGSIZE with *len set when cap is too small (the
- * message then stays queued; cap >= cell_bytes never fails so). */
+ * queue is empty, -EMSGSIZE with *len set when cap is too small (the
+ * message then stays queued; cap >= cell_bytes never fails so), or
+ * -EBADMSG when the cell's length exceeds cell_bytes, which means a
+ * corrupted cell; that cell is then dropped. */
 int shm_mpmc_pop(shm_mpmc_t *queue, void *buf, uint32_t cap, uint32_t *len);
 
 /* Returns how many messages are queued. Approximate for everyone: pushes

@@ -71,8 +71,9 @@ int shm_spsc_push(shm_spsc_t *ring, const void *msg, uint32_t len);
 
 /* Removes the oldest message and copies it into buf (cap bytes), storing
  * its length in *len. Consumer only. Returns 0, -EAGAIN when the ring is
- * empty, or -EMSGSIZE with *len set when cap is too small; the message
- * then stays in the ring. */
+ * empty, -EMSGSIZE with *len set when cap is too small (the message
+ * then stays in the ring), or -EBADMSG when the indices or a record
+ * header are out of range, which means a corrupted ring. */
 int shm_spsc_pop(shm_spsc_t *ring, void *buf, uint32_t cap, uint32_t *len);
 
 /* Returns 1 if the ring holds no message, else 0. Exact for the consumer

@@ -31,8 +31,9 @@ void shm_wait_policy_default(shm_wait_policy_t *policy);
  * (NULL policy: the default), then sleeps on doorbell between checks.
  * The party that makes ready() true must ring doorbell afterwards.
  * timeout_ns bounds the whole wait (negative: no limit, 0: one check).
- * Returns 0 when ready, -ETIMEDOUT, or -EINTR when a signal interrupted
- * the sleep. Any thread or process. Callers that must also watch another
+ * Returns 0 when ready, -ETIMEDOUT, -EINTR when a signal interrupted
+ * the sleep, or another negated errno from FUTEX_WAIT (a bad doorbell
+ * address gives -EFAULT). Any thread or process. Callers that must also watch another
  * process's liveness pass a bounded timeout and loop. */
 int shm_wait_until(shm_doorbell_t *doorbell, int (*ready)(void *context), void *context,
                    const shm_wait_policy_t *policy, int64_t timeout_ns);
