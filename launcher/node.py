@@ -1,0 +1,164 @@
+"""Node-side actions of a launch: `python -m shmstore.launcher.node serve|prepare|cleanup`.
+
+The launcher runs these on every node: directly for a local launch, through srun or pbsdsh
+under a workload manager.
+
+- serve: run the daemon (`shmstore serve`) in this process, its log on stdout.
+- prepare: wait until the store of this node answers, then store the models in it.
+- cleanup: stop a daemon of the store that still runs on this node (SIGTERM, then SIGKILL),
+  then remove the store's leftover segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Optional
+
+import psutil
+
+from .options import OptionError, parse_model_spec
+from .segments import remove_segments
+
+logger = logging.getLogger("shmstore.launcher")
+
+
+def serve(name: str, memory: str, workers: Optional[int], device: Optional[str]) -> int:
+    """Run the daemon in this process until it stops; return its exit code."""
+    from shmstore import cli
+
+    # pbsdsh -o returns only stdout, so the daemon's log (stderr) joins it.
+    sys.stderr.flush()
+    os.dup2(sys.stdout.fileno(), sys.stderr.fileno())
+
+    argv = ["serve", "--name", name, "--memory", memory]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    if device is not None:
+        argv += ["--device", device]
+    result = cli.main(argv)
+    return int(result or 0)
+
+
+def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
+    """Wait until store `name` answers on this node, then store the models; return 0 on success."""
+    import shmstore
+
+    host = socket.gethostname()
+    try:
+        models = [parse_model_spec(argument) for argument in model_arguments]
+    except OptionError as error:
+        logger.error("%s", error)
+        return 2
+
+    try:
+        shmstore.wait_for_store(name, timeout_s)
+    except shmstore.ShmstoreError as error:
+        logger.error("store %r on %s did not answer within %g s: %s", name, host, timeout_s, error)
+        return 1
+
+    try:
+        with shmstore.Client(name) as client:
+            for model in models:
+                client.set_model_from_file(
+                    model.key,
+                    model.path,
+                    backend=model.backend,
+                    device=model.device,
+                    batch_size=model.batch_size,
+                    min_batch_size=model.min_batch_size,
+                    min_batch_timeout=model.min_batch_timeout,
+                )
+                logger.info("stored model %r from %s in store %r on %s",
+                            model.key, model.path, name, host)
+    except (shmstore.ShmstoreError, OSError) as error:
+        logger.error("storing the models in store %r on %s failed: %s", name, host, error)
+        return 1
+
+    logger.info("store %r on %s is ready (%d model(s))", name, host, len(models))
+    return 0
+
+
+def find_daemons(name: str) -> list[psutil.Process]:
+    """Find the processes on this node that run `shmstore.launcher.node serve --name NAME`."""
+    daemons = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if "shmstore.launcher.node" not in cmdline or "serve" not in cmdline:
+            continue
+        try:
+            name_index = cmdline.index("--name")
+        except ValueError:
+            continue
+        if name_index + 1 < len(cmdline) and cmdline[name_index + 1] == name:
+            daemons.append(process)
+    return daemons
+
+
+def cleanup(name: str, grace_period_s: float) -> int:
+    """Stop the daemons of store `name` on this node, then remove its segments; return 0."""
+    daemons = find_daemons(name)
+    for daemon in daemons:
+        logger.warning("daemon of store %r (pid %d) still runs; sending SIGTERM", name, daemon.pid)
+        try:
+            daemon.send_signal(signal.SIGTERM)
+        except psutil.NoSuchProcess:
+            continue
+
+    _gone, alive = psutil.wait_procs(daemons, timeout=grace_period_s)
+    for daemon in alive:
+        logger.warning("daemon of store %r (pid %d) ignored SIGTERM for %g s; sending SIGKILL",
+                       name, daemon.pid, grace_period_s)
+        try:
+            daemon.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=grace_period_s)
+
+    remove_segments(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shmstore.launcher.node",
+                                     description="Node-side steps of `shmstore launch`.")
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    serve_parser = actions.add_parser("serve", help="run the daemon of this node")
+    serve_parser.add_argument("--name", required=True, help="store name")
+    serve_parser.add_argument("--memory", required=True, help="arena size, like 512M or 4G")
+    serve_parser.add_argument("--workers", type=int, help="number of inference workers")
+    serve_parser.add_argument("--device", help="inference device, like cpu or cuda:0")
+
+    prepare_parser = actions.add_parser("prepare", help="wait for the store, store the models")
+    prepare_parser.add_argument("--name", required=True, help="store name")
+    prepare_parser.add_argument("--timeout", type=float, default=60.0,
+                                help="seconds to wait for the store to answer (default 60)")
+    prepare_parser.add_argument("--model", action="append", default=[],
+                                help="KEY=PATH[,setting=value...], as for shmstore launch")
+
+    cleanup_parser = actions.add_parser("cleanup", help="stop the daemon, remove segments")
+    cleanup_parser.add_argument("--name", required=True, help="store name")
+    cleanup_parser.add_argument("--grace-period", type=float, default=5.0,
+                                help="seconds between SIGTERM and SIGKILL (default 5)")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Run one node-side action; return its exit code."""
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="shmstore launch (node): %(message)s")
+
+    if arguments.action == "serve":
+        return serve(arguments.name, arguments.memory, arguments.workers, arguments.device)
+    if arguments.action == "prepare":
+        return prepare(arguments.name, arguments.timeout, arguments.model)
+    return cleanup(arguments.name, arguments.grace_period)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Relay rank output to the launcher's stdout with a `[rank N] ` prefix and to one log file per rank.
+
+Every line is written whole under one lock, so lines of different ranks never interleave inside
+a line. Bytes are passed through undecoded, so output in any encoding arrives unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from typing import BinaryIO, Callable, Optional
+
+# Parses a line of a tagged stream into (rank, text); rank None means the line came from the
+# tool that started the ranks (mpirun, srun), not from a rank.
+LineParser = Callable[[bytes], tuple[Optional[int], bytes]]
+
+# `mpirun --tag-output` (Open MPI 4.x) writes `[JOBID,RANK]<stdout>:TEXT` or `<stderr>:`.
+_OPEN_MPI_TAG = re.compile(rb"^\[\d+,(\d+)\]<std(?:out|err)>:(.*)$", re.DOTALL)
+
+# `srun --label` writes `RANK: TEXT`, the rank right-aligned with spaces.
+_SLURM_LABEL = re.compile(rb"^\s*(\d+): (.*)$", re.DOTALL)
+
+
+def parse_open_mpi_line(line: bytes) -> tuple[Optional[int], bytes]:
+    """Split a line of `mpirun --tag-output` into the rank and the rank's own text."""
+    match = _OPEN_MPI_TAG.match(line)
+    if match is None:
+        return None, line
+    return int(match.group(1)), match.group(2)
+
+
+def parse_slurm_line(line: bytes) -> tuple[Optional[int], bytes]:
+    """Split a line of `srun --label` into the rank and the rank's own text."""
+    match = _SLURM_LABEL.match(line)
+    if match is None:
+        return None, line
+    return int(match.group(1)), match.group(2)
+
+
+class OutputRelay:
+    """Copies the output streams of ranks to stdout (prefixed) and to per-rank log files."""
+
+    def __init__(self, log_dir: str, stdout: BinaryIO, launcher_label: str = "launcher") -> None:
+        self._log_dir = log_dir
+        self._stdout = stdout
+        self._launcher_label = launcher_label
+        self._lock = threading.Lock()
+        self._log_files: dict[Optional[int], BinaryIO] = {}
+        self._threads: list[threading.Thread] = []
+
+    def log_path(self, rank: Optional[int]) -> str:
+        """Return the log file of a rank, or of the launching tool when rank is None."""
+        if rank is None:
+            return os.path.join(self._log_dir, f"{self._launcher_label}.log")
+        return os.path.join(self._log_dir, f"rank-{rank}.log")
+
+    def open_rank_log(self, rank: int) -> None:
+        """Create the log file of `rank` now, so that a rank without output still has one."""
+        with self._lock:
+            self._log_file(rank)
+
+    def follow(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser] = None) -> None:
+        """Start a thread that relays `stream` until it ends.
+
+        Lines belong to `rank`, or, when `parser` is given, to the rank the parser finds in each
+        line (a tagged stream of mpirun or srun carrying every rank).
+        """
+        thread = threading.Thread(
+            target=self._relay, args=(stream, rank, parser), name=f"relay-{rank}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the relay threads to reach the end of their streams, then close the logs.
+
+        A stream still held open by a leftover grandchild does not block longer than timeout_s.
+        """
+        for thread in self._threads:
+            thread.join(timeout_s)
+        with self._lock:
+            for log_file in self._log_files.values():
+                log_file.close()
+            self._log_files.clear()
+
+    def _relay(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser]) -> None:
+        with stream:
+            for line in iter(stream.readline, b""):
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                line_rank, text = (rank, line) if parser is None else parser(line)
+                self._write(line_rank, text)
+
+    def _write(self, rank: Optional[int], text: bytes) -> None:
+        label = self._launcher_label if rank is None else f"rank {rank}"
+        with self._lock:
+            log_file = self._log_file(rank)
+            log_file.write(text)
+            log_file.flush()
+            try:
+                self._stdout.write(b"[" + label.encode() + b"] " + text)
+                self._stdout.flush()
+            except (BrokenPipeError, ValueError):
+                # stdout was closed by the reader (for example `| head`); keep the log files.
+                pass
+
+    def _log_file(self, rank: Optional[int]) -> BinaryIO:
+        log_file = self._log_files.get(rank)
+        if log_file is None:
+            log_file = open(self.log_path(rank), "ab")
+            self._log_files[rank] = log_file
+        return log_file
