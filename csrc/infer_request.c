@@ -1,0 +1,583 @@
+/*
+ * infer_request.c - the request path between clients, workers and the
+ * daemon. Every function follows the request protocol written out in
+ * infer_layout.h.
+ */
+#include "infer_segment.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "spin_wait.h"
+
+/* How often a waiting party tests whether the daemon still lives. */
+#define LIVENESS_INTERVAL_NS (100LL * 1000 * 1000)
+/* Longest single sleep of a waiting party, so that it tests liveness and
+ * its deadline at least this often. */
+#define WAIT_SLICE_NS (100LL * 1000 * 1000)
+/* Pause between scans when every slot is busy or the queue is full. */
+#define RETRY_PAUSE_NS (200LL * 1000)
+
+static void format_message(char *message, size_t message_bytes, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void format_message(char *message, size_t message_bytes, const char *format, ...)
+{
+    if (message == NULL || message_bytes == 0)
+        return;
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, message_bytes, format, args);
+    va_end(args);
+}
+
+static void pause_ns(int64_t duration_ns)
+{
+    struct timespec pause = {.tv_sec = duration_ns / 1000000000LL,
+                             .tv_nsec = duration_ns % 1000000000LL};
+    nanosleep(&pause, NULL);
+}
+
+static int64_t min_i64(int64_t a, int64_t b) { return a < b ? a : b; }
+
+/* ---- client side ------------------------------------------------------------ */
+
+/* Claims a free slot for the calling thread (protocol step 1). Threads of
+ * one process start their scans at different places to avoid contention. */
+static int claim_slot(infer_segment_t *segment, int64_t deadline_ns, uint32_t *out,
+                      char *message, size_t message_bytes)
+{
+    uint32_t count = segment->header->slot_count;
+    int32_t pid = (int32_t)getpid();
+    uint64_t mix = (uint64_t)pid * 0x9e3779b97f4a7c15ull ^ (uint64_t)pthread_self();
+    uint32_t start = (uint32_t)((mix >> 17) % count);
+
+    for (;;) {
+        for (uint32_t i = 0; i < count; i++) {
+            uint32_t index = (start + i) % count;
+            int32_t expected = 0;
+            /* Acquire: pairs with the release store of owner = 0 by the
+             * previous owner, whose reads of the slot are then finished. */
+            if (shm_cas_acq_rel(&segment->slots[index].owner, &expected, pid)) {
+                *out = index;
+                return 0;
+            }
+        }
+        if (shm_monotonic_ns() >= deadline_ns) {
+            format_message(message, message_bytes,
+                           "all %u inference request slots stayed busy until the timeout; "
+                           "start the daemon with more slots or fewer concurrent callers",
+                           count);
+            return -ETIMEDOUT;
+        }
+        if (!infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS))
+            return SHMSTORE_ELOST;
+        pause_ns(RETRY_PAUSE_NS);
+    }
+}
+
+static int append_string(infer_slot_t *slot, size_t *used, const char *text)
+{
+    size_t length = strlen(text) + 1;
+    if (*used + length > INFER_BODY_BYTES)
+        return -ENAMETOOLONG;
+    memcpy(slot->body + *used, text, length);
+    *used += length;
+    return 0;
+}
+
+static int write_body(infer_slot_t *slot, const infer_request_t *request, int64_t deadline_ns)
+{
+    size_t used = 0;
+    int result = append_string(slot, &used, request->key);
+    if (result == 0)
+        result = append_string(slot, &used, request->function ? request->function : "");
+    for (uint32_t i = 0; result == 0 && i < request->n_inputs; i++)
+        result = append_string(slot, &used, request->inputs[i]);
+    for (uint32_t i = 0; result == 0 && i < request->n_outputs; i++)
+        result = append_string(slot, &used, request->outputs[i]);
+    if (result != 0)
+        return result;
+
+    slot->deadline_ns = deadline_ns;
+    slot->kind = request->kind;
+    slot->n_inputs = request->n_inputs;
+    slot->n_outputs = request->n_outputs;
+    slot->body_bytes = (uint32_t)used;
+    return 0;
+}
+
+static int validate_request(const infer_request_t *request, char *message,
+                            size_t message_bytes)
+{
+    if (request->key == NULL || request->key[0] == '\0' ||
+        strlen(request->key) > SHMSTORE_KEY_MAX) {
+        format_message(message, message_bytes,
+                       "invalid model key: it must have 1 to %d bytes", SHMSTORE_KEY_MAX);
+        return SHMSTORE_EKEY;
+    }
+    if (request->kind != INFER_KIND_MODEL && request->kind != INFER_KIND_SCRIPT)
+        return -EINVAL;
+    if (request->n_inputs > INFER_MAX_TENSORS || request->n_outputs > INFER_MAX_TENSORS) {
+        format_message(message, message_bytes,
+                       "request for '%s' names %u inputs and %u outputs; at most %u of each "
+                       "fit a request",
+                       request->key, request->n_inputs, request->n_outputs, INFER_MAX_TENSORS);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < request->n_inputs; i++) {
+        if (request->inputs[i] == NULL || request->inputs[i][0] == '\0') {
+            format_message(message, message_bytes,
+                           "input key %u of the request for '%s' is empty", i, request->key);
+            return SHMSTORE_EKEY;
+        }
+    }
+    for (uint32_t i = 0; i < request->n_outputs; i++) {
+        if (request->outputs[i] == NULL || request->outputs[i][0] == '\0') {
+            format_message(message, message_bytes,
+                           "output key %u of the request for '%s' is empty", i, request->key);
+            return SHMSTORE_EKEY;
+        }
+    }
+    if (request->timeout_ms <= 0) {
+        format_message(message, message_bytes, "invalid timeout %lld ms: it must be positive",
+                       (long long)request->timeout_ms);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+typedef struct completion_wait {
+    infer_slot_t *slot;
+    uint32_t sequence;
+    infer_header_t *header;
+} completion_wait_t;
+
+/* Ready when our request is DONE or the daemon stops. */
+static int completion_ready(void *context)
+{
+    completion_wait_t *wait = context;
+    /* Acquire: pairs with the release store of DONE by the completer, so
+     * result and error are visible once this returns 1. */
+    uint64_t state = shm_load_acquire(&wait->slot->state);
+    if (infer_state_sequence(state) == wait->sequence &&
+        infer_state_status(state) == INFER_DONE)
+        return 1;
+    /* Acquire: pairs with the seq_cst store in infer_segment_destroy(). */
+    return shm_load_acquire(&wait->header->stopping) != 0;
+}
+
+/* Gives up on our request (protocol step 4). Returns 1 when it was
+ * abandoned, 0 when it is DONE (the result can be read), and waits while
+ * the completer is between COMPLETING and DONE. */
+static int abandon_request(infer_segment_t *segment, infer_slot_t *slot, uint32_t sequence)
+{
+    for (;;) {
+        /* Acquire: pairs with the completer's release store of DONE. */
+        uint64_t state = shm_load_acquire(&slot->state);
+        uint32_t status = infer_state_status(state);
+        if (infer_state_sequence(state) != sequence)
+            return 1;
+        if (status == INFER_DONE)
+            return 0;
+        if (status == INFER_ABANDONED)
+            return 1;
+        if (status == INFER_COMPLETING) {
+            /* The completer writes a result of at most INFER_ERROR_BYTES and
+             * stores DONE; a dead worker's COMPLETING is finished by the
+             * daemon, and a dead daemon ends the wait. */
+            if (!infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS))
+                return 1;
+            pause_ns(RETRY_PAUSE_NS);
+            continue;
+        }
+        uint64_t abandoned = infer_state_pack(sequence, infer_state_worker(state),
+                                              INFER_ABANDONED);
+        /* acq_rel: orders against the worker's CAS on the same word; exactly
+         * one of the two moves succeeds. */
+        if (shm_cas_acq_rel(&slot->state, &state, abandoned))
+            return 1;
+    }
+}
+
+static int push_ticket(infer_segment_t *segment, infer_ticket_t ticket, int64_t deadline_ns)
+{
+    for (;;) {
+        int result = shm_mpmc_push(segment->queue, &ticket, sizeof(ticket));
+        if (result != -EAGAIN)
+            return result;
+        if (shm_monotonic_ns() >= deadline_ns)
+            return -ETIMEDOUT;
+        if (!infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS))
+            return SHMSTORE_ELOST;
+        pause_ns(RETRY_PAUSE_NS);
+    }
+}
+
+/* Protocol steps 1, 4 and 5, from the client's side. */
+int infer_call(infer_segment_t *segment, const infer_request_t *request, char *message,
+               size_t message_bytes)
+{
+    format_message(message, message_bytes, "%s", "");
+    infer_header_t *header = segment->header;
+
+    int result = validate_request(request, message, message_bytes);
+    if (result != 0)
+        return result;
+    if (!infer_segment_daemon_alive(segment, 0)) {
+        format_message(message, message_bytes,
+                       "the daemon of this store died or is stopping; request for '%s' "
+                       "not sent",
+                       request->key);
+        return SHMSTORE_ELOST;
+    }
+    /* Relaxed: a setting the daemon writes at start; a stale value only
+     * changes which error a racing caller sees. */
+    uint32_t worker_count = shm_load_relaxed(&header->worker_count);
+    if (worker_count == 0) {
+        format_message(message, message_bytes,
+                       "this store runs no inference workers; start the daemon with "
+                       "`shmstore serve --workers N` to run '%s'",
+                       request->key);
+        return SHMSTORE_ENOWORKER;
+    }
+
+    int64_t deadline_ns = shm_monotonic_ns() + request->timeout_ms * 1000000LL;
+    uint32_t index;
+    result = claim_slot(segment, deadline_ns, &index, message, message_bytes);
+    if (result != 0)
+        return result;
+    infer_slot_t *slot = &segment->slots[index];
+
+    /* Relaxed: we own the slot and its state is DONE, ABANDONED or IDLE,
+     * which nobody else changes. */
+    uint64_t state = shm_load_relaxed(&slot->state);
+    uint32_t sequence = infer_state_sequence(state) + 1;
+    if (sequence == 0)
+        sequence = 1;
+
+    result = write_body(slot, request, deadline_ns);
+    if (result != 0) {
+        format_message(message, message_bytes,
+                       "the keys of the request for '%s' take more than the %u bytes a "
+                       "request can carry; use shorter or fewer keys",
+                       request->key, INFER_BODY_BYTES);
+        goto release;
+    }
+
+    /* Release: pairs with the worker's acquire CAS to TAKEN, which then sees
+     * the body written above. */
+    shm_store_release(&slot->state, infer_state_pack(sequence, 0, INFER_SUBMITTED));
+
+    infer_ticket_t ticket = {.slot = index, .sequence = sequence};
+    result = push_ticket(segment, ticket, deadline_ns);
+    if (result != 0) {
+        if (abandon_request(segment, slot, sequence) == 0) {
+            result = 0;
+            goto read_result;
+        }
+        format_message(message, message_bytes,
+                       result == -ETIMEDOUT
+                           ? "the inference queue stayed full until the timeout; request "
+                             "for '%s' not sent"
+                           : "the daemon died while the request for '%s' was being queued",
+                       request->key);
+        goto release;
+    }
+    /* Relaxed: a statistics counter. */
+    shm_fetch_add_relaxed(&header->requests_submitted, 1);
+    shm_doorbell_ring(&header->worker_doorbell);
+
+    completion_wait_t wait = {.slot = slot, .sequence = sequence, .header = header};
+    shm_wait_policy_t policy;
+    shm_wait_policy_default(&policy);
+    for (;;) {
+        int64_t remaining_ns = deadline_ns - shm_monotonic_ns();
+        if (remaining_ns > 0) {
+            result = shm_wait_until(&slot->done, completion_ready, &wait, &policy,
+                                    min_i64(remaining_ns, WAIT_SLICE_NS));
+        } else {
+            result = -ETIMEDOUT;
+        }
+
+        if (result == 0 && completion_ready(&wait) &&
+            infer_state_status(shm_load_acquire(&slot->state)) == INFER_DONE)
+            goto read_result;
+
+        int daemon_alive = infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS);
+        if (result == -EINTR || !daemon_alive || deadline_ns <= shm_monotonic_ns()) {
+            if (abandon_request(segment, slot, sequence) == 0)
+                goto read_result;
+            if (result == -EINTR) {
+                format_message(message, message_bytes,
+                               "a signal interrupted the wait for '%s'; request abandoned",
+                               request->key);
+            } else if (!daemon_alive) {
+                result = SHMSTORE_ELOST;
+                format_message(message, message_bytes,
+                               "the daemon of this store died or stopped while '%s' was "
+                               "running",
+                               request->key);
+            } else {
+                result = -ETIMEDOUT;
+                format_message(message, message_bytes,
+                               "'%s' did not complete within %lld ms (%u requests queued, "
+                               "%u workers); raise the timeout (SHMSTORE_MODEL_TIMEOUT, ms) "
+                               "or start more workers",
+                               request->key, (long long)request->timeout_ms,
+                               infer_queue_depth(segment), worker_count);
+            }
+            goto release;
+        }
+    }
+
+read_result:
+    /* The acquire load that found DONE makes result and error visible. */
+    result = slot->result;
+    if (result != 0)
+        format_message(message, message_bytes, "%.*s", (int)(INFER_ERROR_BYTES - 1),
+                       slot->error);
+
+release:
+    /* Release: pairs with the acquire CAS of the next owner in claim_slot(),
+     * ordering our reads of the slot before its writes. */
+    shm_store_release(&slot->owner, 0);
+    return result;
+}
+
+/* ---- worker side ------------------------------------------------------------ */
+
+int infer_worker_register(infer_segment_t *segment, uint32_t index, int32_t pid,
+                          const char *device)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    infer_worker_entry_t *entry = &segment->workers[index];
+
+    snprintf(entry->device, sizeof(entry->device), "%s", device ? device : "");
+    /* Relaxed: published by the release store of READY below. */
+    shm_store_relaxed(&entry->pid, pid);
+    /* Release: pairs with acquire loads of state by status readers, which
+     * then see pid and device. */
+    shm_store_release(&entry->state, INFER_WORKER_READY);
+    return 0;
+}
+
+/* Ready when a ticket may be queued or the daemon stops. */
+static int queue_ready(void *context)
+{
+    infer_segment_t *segment = context;
+    /* Acquire: pairs with the seq_cst store in infer_segment_destroy(). */
+    if (shm_load_acquire(&segment->header->stopping) != 0)
+        return 1;
+    return shm_mpmc_size_approx(segment->queue) > 0;
+}
+
+/* Copies the body of a request this worker just took (protocol step 2),
+ * then checks that the client did not abandon it during the copy. */
+static int copy_taken(infer_slot_t *slot, uint64_t taken_state, infer_taken_t *out)
+{
+    out->deadline_ns = slot->deadline_ns;
+    out->kind = slot->kind;
+    out->n_inputs = slot->n_inputs;
+    out->n_outputs = slot->n_outputs;
+    out->body_bytes = slot->body_bytes;
+    if (out->body_bytes > INFER_BODY_BYTES)
+        out->body_bytes = INFER_BODY_BYTES;
+    memcpy(out->body, slot->body, out->body_bytes);
+
+    /* Acquire fence: the copy above happens before the re-check below. A
+     * client rewrites the body only after it abandoned this sequence
+     * number, so an unchanged state means the copy is not torn. */
+    shm_fence_acquire();
+    return shm_load_relaxed(&slot->state) == taken_state;
+}
+
+int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
+                      infer_taken_t *out)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    int64_t deadline_ns = timeout_ns < 0 ? INT64_MAX : shm_monotonic_ns() + timeout_ns;
+    shm_wait_policy_t policy;
+    shm_wait_policy_default(&policy);
+
+    for (;;) {
+        infer_ticket_t ticket;
+        uint32_t length = 0;
+        int result = shm_mpmc_pop(segment->queue, &ticket, sizeof(ticket), &length);
+        if (result == 0) {
+            if (length != sizeof(ticket) || ticket.slot >= segment->header->slot_count)
+                continue;
+            infer_slot_t *slot = &segment->slots[ticket.slot];
+            uint64_t expected = infer_state_pack(ticket.sequence, 0, INFER_SUBMITTED);
+            uint64_t taken = infer_state_pack(ticket.sequence, index, INFER_TAKEN);
+            /* acq_rel: the acquire pairs with the client's release store of
+             * SUBMITTED (the body is then visible); a failure means the
+             * ticket is stale: abandoned, or the slot moved on. */
+            if (!shm_cas_acq_rel(&slot->state, &expected, taken))
+                continue;
+            if (!copy_taken(slot, taken, out))
+                continue;
+            out->slot = ticket.slot;
+            out->sequence = ticket.sequence;
+            return 0;
+        }
+        if (result != -EAGAIN)
+            return result;
+
+        if (!infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS))
+            return SHMSTORE_ELOST;
+        int64_t remaining_ns = deadline_ns - shm_monotonic_ns();
+        if (timeout_ns == 0 || remaining_ns <= 0)
+            return -EAGAIN;
+
+        result = shm_wait_until(&segment->header->worker_doorbell, queue_ready, segment,
+                                &policy, min_i64(remaining_ns, WAIT_SLICE_NS));
+        if (result == -EINTR)
+            return -EINTR;
+    }
+}
+
+/* Protocol step 3. */
+int infer_worker_complete(infer_segment_t *segment, uint32_t index, uint32_t slot_index,
+                          uint32_t sequence, int32_t result, const char *message)
+{
+    if (slot_index >= segment->header->slot_count || index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    infer_slot_t *slot = &segment->slots[slot_index];
+
+    uint64_t expected = infer_state_pack(sequence, index, INFER_TAKEN);
+    /* acq_rel: against the client's abandoning CAS on the same word; only
+     * the winner of COMPLETING writes the result. */
+    if (!shm_cas_acq_rel(&slot->state, &expected,
+                         infer_state_pack(sequence, index, INFER_COMPLETING)))
+        return -ESTALE;
+
+    slot->result = result;
+    snprintf(slot->error, sizeof(slot->error), "%s", message ? message : "");
+    /* Release: pairs with the client's acquire load of DONE, which then sees
+     * result and error. */
+    shm_store_release(&slot->state, infer_state_pack(sequence, index, INFER_DONE));
+    shm_doorbell_ring(&slot->done);
+    return 0;
+}
+
+void infer_worker_count(infer_segment_t *segment, uint32_t index, uint64_t requests,
+                        uint64_t batches)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return;
+    /* Relaxed: statistics counters. */
+    shm_fetch_add_relaxed(&segment->workers[index].requests_completed, requests);
+    shm_fetch_add_relaxed(&segment->workers[index].batches_run, batches);
+}
+
+/* ---- daemon side ------------------------------------------------------------ */
+
+/* Protocol step 6. */
+int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t pid,
+                             infer_failed_callback callback, void *context)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    int failed = 0;
+
+    for (uint32_t i = 0; i < segment->header->slot_count; i++) {
+        infer_slot_t *slot = &segment->slots[i];
+        /* Acquire: pairs with the worker's CAS to TAKEN, after which the body
+         * is the client's finished request. */
+        uint64_t state = shm_load_acquire(&slot->state);
+        uint32_t status = infer_state_status(state);
+        if (infer_state_worker(state) != index ||
+            (status != INFER_TAKEN && status != INFER_COMPLETING))
+            continue;
+
+        uint32_t sequence = infer_state_sequence(state);
+        uint64_t completing = infer_state_pack(sequence, index, INFER_COMPLETING);
+        /* acq_rel: against the client's abandoning CAS; a COMPLETING left by
+         * the dead worker is ours to finish, nobody else touches it. */
+        if (status == INFER_TAKEN && !shm_cas_acq_rel(&slot->state, &state, completing))
+            continue;
+
+        if (callback != NULL) {
+            char key[SHMSTORE_KEY_MAX + 1];
+            snprintf(key, sizeof(key), "%.*s", (int)SHMSTORE_KEY_MAX, slot->body);
+            callback(key, context);
+        }
+        slot->result = SHMSTORE_EWORKER;
+        snprintf(slot->error, sizeof(slot->error),
+                 "inference worker %u (pid %d) died while running '%.200s'; the daemon "
+                 "restarts it, so retry the request",
+                 index, (int)pid, slot->body);
+        /* Release: pairs with the client's acquire load of DONE. */
+        shm_store_release(&slot->state, infer_state_pack(sequence, index, INFER_DONE));
+        shm_doorbell_ring(&slot->done);
+        failed++;
+    }
+
+    infer_worker_entry_t *entry = &segment->workers[index];
+    /* Relaxed: the worker is dead; status readers tolerate a stale pid. */
+    shm_store_relaxed(&entry->pid, 0);
+    /* Release: pairs with acquire loads of state by status readers. */
+    shm_store_release(&entry->state, INFER_WORKER_DEAD);
+    return failed;
+}
+
+static int process_is_dead(int32_t pid)
+{
+    /* errno is read right after the call that set it, not used as a
+     * result channel. */
+    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+}
+
+/* Protocol step 7. */
+int infer_daemon_reclaim_clients(infer_segment_t *segment)
+{
+    int freed = 0;
+    for (uint32_t i = 0; i < segment->header->slot_count; i++) {
+        infer_slot_t *slot = &segment->slots[i];
+        /* Acquire: pairs with the owner's claim CAS. */
+        int32_t owner = shm_load_acquire(&slot->owner);
+        /* NOTE: a pid reused by a new process keeps a dead client's slot
+         * claimed until that process exits too; the slot is only wasted. */
+        if (owner == 0 || !process_is_dead(owner))
+            continue;
+
+        /* Acquire: pairs with the release stores of SUBMITTED and DONE. */
+        uint64_t state = shm_load_acquire(&slot->state);
+        uint32_t status = infer_state_status(state);
+        if (status == INFER_TAKEN || status == INFER_COMPLETING)
+            continue;
+        if (status == INFER_SUBMITTED) {
+            uint64_t abandoned =
+                infer_state_pack(infer_state_sequence(state), 0, INFER_ABANDONED);
+            /* acq_rel: against a worker's CAS to TAKEN; the loser retries
+             * in the next round. */
+            if (!shm_cas_acq_rel(&slot->state, &state, abandoned))
+                continue;
+        }
+        /* acq_rel: pairs with the next owner's claim CAS; fails harmlessly
+         * if the owner changed meanwhile. */
+        if (shm_cas_acq_rel(&slot->owner, &owner, 0))
+            freed++;
+    }
+    return freed;
+}
+
+void infer_daemon_set_worker_count(infer_segment_t *segment, uint32_t count)
+{
+    /* Relaxed: clients read it as a hint, see infer_call(). */
+    shm_store_relaxed(&segment->header->worker_count, count);
+}
+
+uint32_t infer_queue_depth(infer_segment_t *segment)
+{
+    return shm_mpmc_size_approx(segment->queue);
+}
