@@ -1,0 +1,918 @@
+# cython: language_level=3, embedsignature=True
+"""Thin bindings over the shmstore C API (csrc/include/shmstore.h).
+
+Rules that every wrapper below follows:
+  - The GIL is released around each C call that can block or take time (connect, put, get,
+    poll, list, stats, daemon poll).
+  - A call that returns -EINTR ran into a signal. The wrapper runs the Python signal handlers
+    (PyErr_CheckSignals, which raises KeyboardInterrupt on Ctrl-C) and then retries.
+  - Waits longer than SIGNAL_SLICE_MS are split into slices so that Ctrl-C is seen promptly.
+  - A negative code becomes the matching shmstore.errors exception, with the calling thread's
+    shmstore_error_detail() as its detail.
+"""
+
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_ANY_CONTIGUOUS
+from cpython.exc cimport PyErr_CheckSignals
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_WRITE
+from libc.errno cimport EINTR, EBADF, EINVAL
+from libc.stdint cimport int32_t, int64_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+from posix.time cimport clock_gettime, nanosleep, timespec, CLOCK_MONOTONIC
+
+cimport shmstore_c as c
+
+from shmstore.errors import make_error
+
+cdef enum:
+    # Longest uninterrupted sleep of a wait done here, in ms: the Ctrl-C response time.
+    SIGNAL_SLICE_MS = 50
+
+ABI_VERSION = c.SHMSTORE_ABI_VERSION
+KEY_MAX = c.SHMSTORE_KEY_MAX
+NAME_MAX = c.SHMSTORE_NAME_MAX
+NDIM_MAX = c.SHMSTORE_NDIM_MAX
+
+ORDER_C = c.SHMSTORE_ORDER_C
+ORDER_F = c.SHMSTORE_ORDER_F
+
+# Project error codes, exported so that tests can compare them with shmstore.errors.
+ERROR_CODES = {
+    "SHMSTORE_ENOKEY": c.SHMSTORE_ENOKEY,
+    "SHMSTORE_ENOSTORE": c.SHMSTORE_ENOSTORE,
+    "SHMSTORE_ELOST": c.SHMSTORE_ELOST,
+    "SHMSTORE_EABI": c.SHMSTORE_EABI,
+    "SHMSTORE_EBUSY": c.SHMSTORE_EBUSY,
+    "SHMSTORE_EMISMATCH": c.SHMSTORE_EMISMATCH,
+    "SHMSTORE_EFULL": c.SHMSTORE_EFULL,
+    "SHMSTORE_EKEY": c.SHMSTORE_EKEY,
+    "SHMSTORE_EMODEL": c.SHMSTORE_EMODEL,
+    "SHMSTORE_EWORKER": c.SHMSTORE_EWORKER,
+    "SHMSTORE_ENOWORKER": c.SHMSTORE_ENOWORKER,
+}
+
+# dtype codes of shmstore.h by name. bfloat16 has no numpy dtype; its buffers carry the raw
+# 16-bit patterns as uint16.
+DTYPE_CODES = {
+    "float16": c.SHMSTORE_FLOAT16,
+    "bfloat16": c.SHMSTORE_BFLOAT16,
+    "float32": c.SHMSTORE_FLOAT32,
+    "float64": c.SHMSTORE_FLOAT64,
+    "int8": c.SHMSTORE_INT8,
+    "int16": c.SHMSTORE_INT16,
+    "int32": c.SHMSTORE_INT32,
+    "int64": c.SHMSTORE_INT64,
+    "uint8": c.SHMSTORE_UINT8,
+    "uint16": c.SHMSTORE_UINT16,
+    "uint32": c.SHMSTORE_UINT32,
+    "uint64": c.SHMSTORE_UINT64,
+    "bool": c.SHMSTORE_BOOL,
+    "complex64": c.SHMSTORE_COMPLEX64,
+    "complex128": c.SHMSTORE_COMPLEX128,
+}
+DTYPE_NAMES = {code: name for name, code in DTYPE_CODES.items()}
+
+EVENT_ATTACH = c.SHMSTORE_EVENT_ATTACH
+EVENT_DETACH = c.SHMSTORE_EVENT_DETACH
+EVENT_DIED = c.SHMSTORE_EVENT_DIED
+EVENT_STALE = c.SHMSTORE_EVENT_STALE
+
+
+cdef const char *buffer_format(int dtype) noexcept:
+    """Return the struct-module format of dtype, or NULL if dtype is invalid."""
+    if dtype == c.SHMSTORE_FLOAT16:
+        return b"e"
+    if dtype == c.SHMSTORE_BFLOAT16:
+        return b"H"
+    if dtype == c.SHMSTORE_FLOAT32:
+        return b"f"
+    if dtype == c.SHMSTORE_FLOAT64:
+        return b"d"
+    if dtype == c.SHMSTORE_INT8:
+        return b"b"
+    if dtype == c.SHMSTORE_INT16:
+        return b"h"
+    if dtype == c.SHMSTORE_INT32:
+        return b"i"
+    if dtype == c.SHMSTORE_INT64:
+        return b"q"
+    if dtype == c.SHMSTORE_UINT8:
+        return b"B"
+    if dtype == c.SHMSTORE_UINT16:
+        return b"H"
+    if dtype == c.SHMSTORE_UINT32:
+        return b"I"
+    if dtype == c.SHMSTORE_UINT64:
+        return b"Q"
+    if dtype == c.SHMSTORE_BOOL:
+        return b"?"
+    if dtype == c.SHMSTORE_COMPLEX64:
+        return b"Zf"
+    if dtype == c.SHMSTORE_COMPLEX128:
+        return b"Zd"
+    return NULL
+
+
+def strerror(int code):
+    """Return the fixed English description of a C code."""
+    return c.shmstore_strerror(code).decode("utf-8", "replace")
+
+
+def dtype_size(int dtype):
+    """Return the size in bytes of one element of dtype, 0 if dtype is invalid."""
+    return c.shmstore_dtype_size(dtype)
+
+
+cdef int check(int rc, str context) except -1:
+    """Return rc when it is not negative, else raise the exception for that code."""
+    if rc >= 0:
+        return rc
+    detail = c.shmstore_error_detail().decode("utf-8", "replace")
+    raise make_error(rc, context, detail, strerror(rc))
+
+
+cdef bytes encode_text(object text, str what):
+    """Encode a key, name or pattern as NUL-free UTF-8, or raise ValueError naming it."""
+    if not isinstance(text, str):
+        raise ValueError(f"{what} must be a str, got {type(text).__name__} {text!r}")
+    encoded = (<str>text).encode("utf-8")
+    if b"\0" in encoded:
+        raise ValueError(f"{what} {text!r} contains a NUL character")
+    return encoded
+
+
+cdef bytes encode_key(object key):
+    """Encode a key as UTF-8 of 1 to KEY_MAX bytes, or raise ValueError naming it."""
+    encoded = encode_text(key, "key")
+    if len(encoded) == 0:
+        raise ValueError("key must not be empty")
+    if len(encoded) > c.SHMSTORE_KEY_MAX:
+        shown = key[:40] + "..."
+        raise ValueError(
+            f"key {shown!r} is {len(encoded)} bytes of UTF-8; the maximum is "
+            f"{c.SHMSTORE_KEY_MAX}")
+    return encoded
+
+
+cdef double monotonic_ms() noexcept nogil:
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return now.tv_sec * 1000.0 + now.tv_nsec / 1.0e6
+
+
+cdef void sleep_ms(double duration_ms) noexcept nogil:
+    """Sleep up to duration_ms; a signal may end the sleep early."""
+    cdef timespec request
+    if duration_ms <= 0:
+        return
+    request.tv_sec = <long>(duration_ms / 1000.0)
+    request.tv_nsec = <long>((duration_ms - request.tv_sec * 1000.0) * 1.0e6)
+    nanosleep(&request, NULL)
+
+
+cdef class View:
+    """A read-only, zero-copy view of one version of a stored tensor.
+
+    The view pins that version: its bytes stay valid and unchanged until the View is released
+    (explicitly with release(), or when it is garbage-collected), even if the key is
+    overwritten or deleted, and even after its Client is closed. It exports the buffer
+    protocol, so `numpy.asarray(view)` wraps the memory without copying.
+    """
+
+    cdef c.shmstore_view_t view
+    cdef bint pinned
+    cdef Py_ssize_t *shape
+    cdef Py_ssize_t *strides
+    cdef Py_ssize_t itemsize
+    cdef int exports
+    cdef readonly str key
+
+    def __cinit__(self):
+        self.pinned = False
+        self.shape = NULL
+        self.strides = NULL
+        self.exports = 0
+
+    cdef int setup_layout(self) except -1:
+        """Fill shape and strides (in bytes) from the C view's dims and order."""
+        cdef int ndim = self.view.ndim
+        cdef int i
+        cdef Py_ssize_t step
+
+        self.itemsize = c.shmstore_dtype_size(self.view.dtype)
+        if self.itemsize == 0 or buffer_format(self.view.dtype) == NULL:
+            raise ValueError(f"tensor {self.key!r} has the unknown dtype code {self.view.dtype}")
+        if ndim == 0:
+            return 0
+
+        self.shape = <Py_ssize_t *>malloc(2 * ndim * sizeof(Py_ssize_t))
+        if self.shape == NULL:
+            raise MemoryError()
+        self.strides = self.shape + ndim
+
+        for i in range(ndim):
+            self.shape[i] = <Py_ssize_t>self.view.dims[i]
+
+        step = self.itemsize
+        if self.view.order == c.SHMSTORE_ORDER_F:
+            for i in range(ndim):
+                self.strides[i] = step
+                step *= self.shape[i]
+        else:
+            for i in range(ndim - 1, -1, -1):
+                self.strides[i] = step
+                step *= self.shape[i]
+        return 0
+
+    def __dealloc__(self):
+        if self.pinned:
+            c.shmstore_release(&self.view)
+            self.pinned = False
+        free(self.shape)
+        self.shape = NULL
+
+    def release(self):
+        """Unpin the version now. Fails while a buffer (a numpy array) still uses it."""
+        if self.exports > 0:
+            raise BufferError(
+                f"view of {self.key!r} still has {self.exports} buffer export(s); "
+                "delete the arrays that use it first")
+        if self.pinned:
+            self.pinned = False
+            check(c.shmstore_release(&self.view), f"release of {self.key!r}")
+
+    @property
+    def released(self):
+        return not self.pinned
+
+    @property
+    def dtype(self):
+        """dtype name ("float32", "bfloat16", ...)."""
+        return DTYPE_NAMES.get(self.view.dtype, str(self.view.dtype))
+
+    @property
+    def dtype_code(self):
+        return <int>self.view.dtype
+
+    @property
+    def order(self):
+        """Memory order: "C" (row-major) or "F" (column-major)."""
+        return "F" if self.view.order == c.SHMSTORE_ORDER_F else "C"
+
+    @property
+    def shape_tuple(self):
+        return tuple(self.view.dims[i] for i in range(self.view.ndim))
+
+    @property
+    def nbytes(self):
+        return self.view.nbytes
+
+    @property
+    def address(self):
+        """Address of the first element in this process (for tests of zero-copy)."""
+        return <size_t>self.view.data
+
+    def __getbuffer__(self, Py_buffer *buffer, int flags):
+        cdef bint f_layout = self.view.order == c.SHMSTORE_ORDER_F and self.view.ndim > 1
+
+        if not self.pinned:
+            raise BufferError(f"view of {self.key!r} was released")
+        if flags & PyBUF_WRITABLE:
+            raise BufferError(f"view of {self.key!r} is read-only")
+        if f_layout and (flags & PyBUF_STRIDES) != PyBUF_STRIDES:
+            raise BufferError(
+                f"tensor {self.key!r} is in Fortran order; request strides to use it")
+        if f_layout and (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS:
+            raise BufferError(f"tensor {self.key!r} is in Fortran order, not C order")
+
+        # A zero-sized tensor may have no data pointer; consumers want a non-NULL one.
+        buffer.buf = <void *>self.view.data if self.view.data != NULL else <void *>self
+        buffer.obj = self
+        buffer.len = self.view.nbytes
+        buffer.readonly = 1
+        buffer.itemsize = self.itemsize
+        buffer.format = <char *>buffer_format(self.view.dtype) if flags & PyBUF_FORMAT else NULL
+        buffer.ndim = self.view.ndim
+        buffer.shape = self.shape if (flags & PyBUF_ND) == PyBUF_ND else NULL
+        buffer.strides = self.strides if (flags & PyBUF_STRIDES) == PyBUF_STRIDES else NULL
+        buffer.suboffsets = NULL
+        buffer.internal = NULL
+        self.exports += 1
+
+    def __releasebuffer__(self, Py_buffer *buffer):
+        self.exports -= 1
+
+    def __repr__(self):
+        state = "released" if not self.pinned else f"{self.view.nbytes} bytes"
+        return (f"<shmstore View {self.key!r} {self.dtype} {self.shape_tuple} "
+                f"order={self.order} {state}>")
+
+
+cdef class PendingPut:
+    """Arena memory reserved by put_begin, not yet visible under its key.
+
+    `memory` is a writable 1-d memoryview of the tensor bytes. commit() publishes the tensor
+    in one atomic step; abort() returns the memory. A PendingPut dropped without either is
+    aborted.
+    """
+
+    cdef Client client
+    cdef uint64_t token
+    cdef bint open
+    cdef readonly object memory
+    cdef readonly str key
+
+    def __dealloc__(self):
+        if self.open and self.client is not None and self.client.handle != NULL:
+            c.shmstore_put_abort(self.client.handle, self.token)
+            self.open = False
+
+    cdef int finish(self) except -1:
+        self.open = False
+        memory = self.memory
+        self.memory = None
+        if memory is not None:
+            try:
+                memory.release()
+            except BufferError:
+                # An array made from the memory is still alive; the memoryview ends with it.
+                pass
+        return 0
+
+    def commit(self):
+        """Publish the tensor under its key, replacing any earlier version in one step."""
+        cdef int rc
+        if not self.open:
+            raise ValueError(f"put of {self.key!r} was already committed or aborted")
+        cdef c.shmstore_client_t *handle = self.client.require()
+        self.finish()
+        with nogil:
+            rc = c.shmstore_put_commit(handle, self.token)
+        check(rc, f"put_tensor({self.key!r}) commit")
+
+    def abort(self):
+        """Return the reserved memory; nothing becomes visible under the key."""
+        cdef int rc
+        if not self.open:
+            return
+        cdef c.shmstore_client_t *handle = self.client.require()
+        self.finish()
+        with nogil:
+            rc = c.shmstore_put_abort(handle, self.token)
+        check(rc, f"put_tensor({self.key!r}) abort")
+
+
+cdef struct KeyList:
+    char *data              # records of a size_t length followed by the key bytes
+    size_t used
+    size_t capacity
+    size_t count
+    bint out_of_memory
+
+
+cdef int collect_key(const char *key, size_t length, void *context) noexcept nogil:
+    """Append one key to the KeyList in context; runs without the GIL."""
+    cdef KeyList *keys = <KeyList *>context
+    cdef size_t needed = keys.used + sizeof(size_t) + length
+    cdef size_t capacity
+    cdef char *grown
+
+    if needed > keys.capacity:
+        capacity = keys.capacity * 2 if keys.capacity else 4096
+        while capacity < needed:
+            capacity *= 2
+        grown = <char *>realloc(keys.data, capacity)
+        if grown == NULL:
+            keys.out_of_memory = True
+            return 1
+        keys.data = grown
+        keys.capacity = capacity
+
+    memcpy(keys.data + keys.used, &length, sizeof(size_t))
+    memcpy(keys.data + keys.used + sizeof(size_t), key, length)
+    keys.used = needed
+    keys.count += 1
+    return 0
+
+
+cdef class Client:
+    """A connection to the store of one name on this node.
+
+    NOTE: close() must not run while another thread of this process is inside a call on the
+    same Client; the C handle is freed by close().
+    """
+
+    cdef c.shmstore_client_t *handle
+    cdef readonly str name
+
+    def __cinit__(self, name=None, timeout_ms=None):
+        cdef c.shmstore_client_t *handle = NULL
+        cdef const char *name_ptr = NULL
+        cdef bytes encoded
+        cdef int rc
+
+        self.handle = NULL
+        if name is not None:
+            encoded = encode_text(name, "store name")
+            name_ptr = encoded
+
+        while True:
+            with nogil:
+                rc = c.shmstore_connect(name_ptr, &handle)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"connect to store {name!r}" if name is not None else "connect to store")
+        self.handle = handle
+        self.name = name
+
+        if timeout_ms is not None:
+            self.set_timeout(timeout_ms)
+
+    def __dealloc__(self):
+        if self.handle != NULL:
+            c.shmstore_disconnect(self.handle)
+            self.handle = NULL
+
+    cdef c.shmstore_client_t *require(self) except NULL:
+        if self.handle == NULL:
+            raise make_error(-EBADF, "", "", "the client is closed; create a new Client")
+        return self.handle
+
+    @property
+    def closed(self):
+        return self.handle == NULL
+
+    def close(self):
+        """Detach from the store. Views still held stay readable."""
+        cdef c.shmstore_client_t *handle = self.handle
+        cdef int rc
+        if handle == NULL:
+            return
+        self.handle = NULL
+        with nogil:
+            rc = c.shmstore_disconnect(handle)
+        check(rc, "close")
+
+    def set_timeout(self, int timeout_ms):
+        """Set how long (ms) a call waits on an unresponsive daemon before it fails."""
+        check(c.shmstore_set_timeout(self.require(), timeout_ms), f"set_timeout({timeout_ms})")
+
+    def check_daemon(self):
+        """Raise ConnectionLostError if the daemon is gone."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef int rc
+        with nogil:
+            rc = c.shmstore_check_daemon(handle)
+        check(rc, "check_daemon")
+
+    def put_begin(self, key, int dtype, shape, int order):
+        """Reserve arena memory for a tensor and return a PendingPut to fill and commit."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef int ndim = len(shape)
+        cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
+        cdef void *data = NULL
+        cdef uint64_t token = 0
+        cdef size_t nbytes
+        cdef int rc
+        cdef int i
+
+        if ndim > c.SHMSTORE_NDIM_MAX:
+            raise ValueError(
+                f"tensor {key!r} has rank {ndim}; the maximum is {c.SHMSTORE_NDIM_MAX}")
+        nbytes = c.shmstore_dtype_size(dtype)
+        if nbytes == 0:
+            raise TypeError(f"unknown dtype code {dtype} for tensor {key!r}")
+        for i in range(ndim):
+            if shape[i] < 0:
+                raise ValueError(f"tensor {key!r} has a negative extent in shape {tuple(shape)}")
+            dims[i] = shape[i]
+            nbytes *= <size_t>dims[i]
+
+        while True:
+            with nogil:
+                rc = c.shmstore_put_begin(handle, key_ptr, <c.shmstore_dtype_t>dtype, ndim,
+                                          dims, <c.shmstore_order_t>order, &data, &token)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"put_tensor({key!r}, {nbytes} bytes)")
+
+        pending = PendingPut()
+        pending.client = self
+        pending.token = token
+        pending.open = True
+        pending.key = key
+        if nbytes > 0:
+            pending.memory = PyMemoryView_FromMemory(<char *>data, nbytes, PyBUF_WRITE)
+        else:
+            pending.memory = memoryview(bytearray())
+        return pending
+
+    def put_bytes(self, key, const unsigned char[::1] data, int dtype, shape, int order):
+        """Store a copy of a contiguous buffer as a tensor (one call, no PendingPut)."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef int ndim = len(shape)
+        cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
+        cdef const void *data_ptr = NULL
+        cdef int rc
+        cdef int i
+
+        if ndim > c.SHMSTORE_NDIM_MAX:
+            raise ValueError(
+                f"tensor {key!r} has rank {ndim}; the maximum is {c.SHMSTORE_NDIM_MAX}")
+        for i in range(ndim):
+            dims[i] = shape[i]
+        if data.shape[0] > 0:
+            data_ptr = &data[0]
+
+        while True:
+            with nogil:
+                rc = c.shmstore_put(handle, key_ptr, data_ptr, <c.shmstore_dtype_t>dtype,
+                                    ndim, dims, <c.shmstore_order_t>order)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"put_tensor({key!r}, {data.shape[0]} bytes)")
+
+    def get(self, key):
+        """Pin the current version of key and return a View of it."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef View view = View()
+        cdef int rc
+
+        view.key = key
+        while True:
+            with nogil:
+                rc = c.shmstore_get(handle, key_ptr, &view.view)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"get_tensor({key!r})")
+        view.pinned = True
+        view.setup_layout()
+        return view
+
+    def unpack(self, key, out, int dtype, shape, int order):
+        """Copy the tensor under key into the writable buffer out (dtype, shape, order given)."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef unsigned char[::1] target = out
+        cdef void *target_ptr = NULL
+        cdef int ndim = len(shape)
+        cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
+        cdef int rc
+        cdef int i
+
+        if ndim > c.SHMSTORE_NDIM_MAX:
+            raise ValueError(f"output for {key!r} has rank {ndim}; the maximum is "
+                             f"{c.SHMSTORE_NDIM_MAX}")
+        for i in range(ndim):
+            dims[i] = shape[i]
+        if target.shape[0] > 0:
+            target_ptr = &target[0]
+
+        while True:
+            with nogil:
+                rc = c.shmstore_unpack(handle, key_ptr, target_ptr, <c.shmstore_dtype_t>dtype,
+                                       ndim, dims, <c.shmstore_order_t>order)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"unpack_tensor({key!r})")
+
+    def delete(self, key):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_delete(handle, key_ptr)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"delete_tensor({key!r})")
+
+    def exists(self, key):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_exists(handle, key_ptr)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        return check(rc, f"exists({key!r})") == 1
+
+    def poll(self, key, int interval_ms, int tries):
+        """Check for key up to tries times, interval_ms apart; return True when found.
+
+        The sleeps are done here in slices of at most SIGNAL_SLICE_MS, checking the daemon's
+        liveness and the Python signal handlers after each slice, so that Ctrl-C raises
+        KeyboardInterrupt and a dead daemon raises ConnectionLostError without waiting for the
+        whole interval.
+        """
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef double deadline
+        cdef double remaining
+        cdef int attempt
+        cdef int rc
+
+        if tries < 1:
+            raise ValueError(f"poll of {key!r}: tries must be at least 1, got {tries}")
+        if interval_ms < 0:
+            raise ValueError(f"poll of {key!r}: interval_ms must not be negative, got "
+                             f"{interval_ms}")
+
+        for attempt in range(tries):
+            while True:
+                with nogil:
+                    rc = c.shmstore_exists(handle, key_ptr)
+                if rc != -EINTR:
+                    break
+                PyErr_CheckSignals()
+            if check(rc, f"poll_tensor({key!r})") == 1:
+                return True
+            if attempt == tries - 1:
+                break
+
+            deadline = monotonic_ms() + interval_ms
+            remaining = interval_ms
+            while remaining > 0:
+                with nogil:
+                    sleep_ms(remaining if remaining < SIGNAL_SLICE_MS else SIGNAL_SLICE_MS)
+                    rc = c.shmstore_check_daemon(handle)
+                PyErr_CheckSignals()
+                check(rc, f"poll_tensor({key!r})")
+                remaining = deadline - monotonic_ms()
+        return False
+
+    def rename(self, old_key, new_key):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes old_encoded = encode_key(old_key)
+        cdef bytes new_encoded = encode_key(new_key)
+        cdef const char *old_ptr = old_encoded
+        cdef const char *new_ptr = new_encoded
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_rename(handle, old_ptr, new_ptr)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"rename_tensor({old_key!r}, {new_key!r})")
+
+    def copy(self, src_key, dst_key):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes src_encoded = encode_key(src_key)
+        cdef bytes dst_encoded = encode_key(dst_key)
+        cdef const char *src_ptr = src_encoded
+        cdef const char *dst_ptr = dst_encoded
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_copy(handle, src_ptr, dst_ptr)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"copy_tensor({src_key!r}, {dst_key!r})")
+
+    def keys(self, pattern="*"):
+        """Return the keys matching the fnmatch(3) glob pattern, as a list of str."""
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_text(pattern, "key pattern")
+        cdef const char *pattern_ptr = encoded
+        cdef KeyList collected
+        cdef size_t offset = 0
+        cdef size_t length
+        cdef int rc
+
+        collected.data = NULL
+        collected.used = 0
+        collected.capacity = 0
+        collected.count = 0
+        collected.out_of_memory = False
+        try:
+            while True:
+                with nogil:
+                    rc = c.shmstore_list_keys(handle, pattern_ptr, collect_key, &collected)
+                if rc != -EINTR:
+                    break
+                collected.used = 0
+                collected.count = 0
+                PyErr_CheckSignals()
+            if collected.out_of_memory:
+                raise MemoryError(f"keys({pattern!r}): out of process memory after "
+                                  f"{collected.count} keys")
+            check(rc, f"keys({pattern!r})")
+
+            result = []
+            while offset < collected.used:
+                memcpy(&length, collected.data + offset, sizeof(size_t))
+                offset += sizeof(size_t)
+                result.append(collected.data[offset:offset + length].decode("utf-8", "replace"))
+                offset += length
+            return result
+        finally:
+            free(collected.data)
+
+    # ---- inference (the C entry points may still fail with ENOSYS) ----------------------
+
+    def set_model(self, key, bytes model, str backend="TORCH", str device="CPU",
+                  int batch_size=0, int min_batch_size=0, int min_batch_timeout_ms=0):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef bytes backend_encoded = encode_text(backend, "backend")
+        cdef bytes device_encoded = encode_text(device, "device")
+        cdef const char *key_ptr = encoded
+        cdef const char *backend_ptr = backend_encoded
+        cdef const char *device_ptr = device_encoded
+        cdef const char *model_ptr = model
+        cdef size_t model_bytes = len(model)
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_set_model(handle, key_ptr, model_ptr, model_bytes, backend_ptr,
+                                          device_ptr, batch_size, min_batch_size,
+                                          min_batch_timeout_ms)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"set_model({key!r}, {model_bytes} bytes)")
+
+    def model_exists(self, key):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef const char *key_ptr = encoded
+        cdef int rc
+        with nogil:
+            rc = c.shmstore_model_exists(handle, key_ptr)
+        return check(rc, f"model_exists({key!r})") == 1
+
+    def run_model(self, key, inputs, outputs, int timeout_ms=-1):
+        return self._run(key, None, inputs, outputs, timeout_ms)
+
+    def run_script(self, key, fn_name, inputs, outputs, int timeout_ms=-1):
+        return self._run(key, fn_name, inputs, outputs, timeout_ms)
+
+    cdef _run(self, key, fn_name, inputs, outputs, int timeout_ms):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef bytes fn_encoded = encode_text(fn_name, "function name") if fn_name is not None else b""
+        cdef const char *key_ptr = encoded
+        cdef const char *fn_ptr = fn_encoded
+        cdef list input_keys = [encode_key(name) for name in inputs]
+        cdef list output_keys = [encode_key(name) for name in outputs]
+        cdef int n_inputs = len(input_keys)
+        cdef int n_outputs = len(output_keys)
+        cdef const char **names = <const char **>malloc(
+            (n_inputs + n_outputs + 1) * sizeof(const char *))
+        cdef bint is_script = fn_name is not None
+        cdef int rc
+        cdef int i
+
+        if names == NULL:
+            raise MemoryError()
+        try:
+            for i in range(n_inputs):
+                names[i] = <bytes>input_keys[i]
+            for i in range(n_outputs):
+                names[n_inputs + i] = <bytes>output_keys[i]
+            while True:
+                with nogil:
+                    if is_script:
+                        rc = c.shmstore_run_script(handle, key_ptr, fn_ptr, n_inputs, names,
+                                                   n_outputs, names + n_inputs, timeout_ms)
+                    else:
+                        rc = c.shmstore_run_model(handle, key_ptr, n_inputs, names, n_outputs,
+                                                  names + n_inputs, timeout_ms)
+                if rc != -EINTR:
+                    break
+                PyErr_CheckSignals()
+        finally:
+            free(names)
+        what = "run_script" if is_script else "run_model"
+        check(rc, f"{what}({key!r})")
+
+
+def stats(name=None, int max_pids=1024):
+    """Read the statistics of the store called name; return a dict.
+
+    Keys: daemon_pid, uptime_s, arena_bytes, used_bytes, free_bytes, key_count, client_count,
+    max_clients, max_keys, client_pids (a list of at most max_pids pids).
+    """
+    cdef bytes encoded
+    cdef const char *name_ptr = NULL
+    cdef c.shmstore_stats_t result
+    cdef int32_t *pids = <int32_t *>malloc(max(max_pids, 1) * sizeof(int32_t))
+    cdef int rc
+    cdef int i
+
+    if pids == NULL:
+        raise MemoryError()
+    try:
+        if name is not None:
+            encoded = encode_text(name, "store name")
+            name_ptr = encoded
+        with nogil:
+            rc = c.shmstore_stats(name_ptr, &result, pids, max_pids)
+        check(rc, f"stats of store {name!r}")
+
+        count = min(<int>result.client_count, max_pids)
+        return {
+            "daemon_pid": result.daemon_pid,
+            "uptime_s": result.uptime_s,
+            "arena_bytes": result.arena_bytes,
+            "used_bytes": result.used_bytes,
+            "free_bytes": result.arena_bytes - result.used_bytes,
+            "key_count": result.key_count,
+            "client_count": result.client_count,
+            "max_clients": result.max_clients,
+            "max_keys": result.max_keys,
+            "client_pids": [pids[i] for i in range(count)],
+        }
+    finally:
+        free(pids)
+
+
+cdef struct shmstore_event_buffer:
+    c.shmstore_event_t items[64]
+
+
+cdef class Daemon:
+    """The daemon side of a store: owns its segments from create to destroy()."""
+
+    cdef c.shmstore_daemon_t *handle
+    cdef readonly str name
+
+    def __cinit__(self, str name, uint64_t memory_bytes, unsigned int max_clients=0,
+                  uint64_t max_keys=0):
+        cdef bytes encoded = encode_text(name, "store name")
+        cdef const char *name_ptr = encoded
+        cdef c.shmstore_daemon_config_t config
+        cdef c.shmstore_daemon_t *handle = NULL
+        cdef int rc
+
+        self.handle = NULL
+        self.name = name
+        config.memory_bytes = memory_bytes
+        config.max_clients = max_clients
+        config.max_keys = max_keys
+        with nogil:
+            rc = c.shmstore_daemon_create(name_ptr, &config, &handle)
+        check(rc, f"create store {name!r} with {memory_bytes} bytes")
+        self.handle = handle
+
+    def __dealloc__(self):
+        if self.handle != NULL:
+            c.shmstore_daemon_destroy(self.handle)
+            self.handle = NULL
+
+    def poll(self, int timeout_ms, int max_events=64):
+        """Do one round of housekeeping; return a list of (kind, pid, bytes, views) events.
+
+        Returns an empty list when a signal interrupted the wait, after running the Python
+        signal handlers (which may raise).
+        """
+        cdef shmstore_event_buffer events
+        cdef int rc
+        cdef int i
+
+        if self.handle == NULL:
+            raise make_error(-EBADF, f"poll of store {self.name!r}", "",
+                             "the daemon was destroyed")
+        if max_events > 64:
+            max_events = 64
+        with nogil:
+            rc = c.shmstore_daemon_poll(self.handle, timeout_ms, events.items, max_events)
+        if rc == -EINTR:
+            PyErr_CheckSignals()
+            return []
+        check(rc, f"housekeeping of store {self.name!r}")
+        return [(events.items[i].kind, events.items[i].pid, events.items[i].bytes,
+                 events.items[i].views) for i in range(rc)]
+
+    def destroy(self):
+        """Mark the store as stopping, unlink its segments and free the handle."""
+        cdef c.shmstore_daemon_t *handle = self.handle
+        cdef int rc
+        if handle == NULL:
+            return
+        self.handle = NULL
+        with nogil:
+            rc = c.shmstore_daemon_destroy(handle)
+        check(rc, f"destroy store {self.name!r}")
