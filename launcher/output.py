@@ -41,33 +41,36 @@ def parse_slurm_line(line: bytes) -> tuple[Optional[int], bytes]:
 class OutputRelay:
     """Copies the output streams of ranks to stdout (prefixed) and to per-rank log files."""
 
-    def __init__(self, log_dir: str, stdout: BinaryIO, launcher_label: str = "launcher") -> None:
+    def __init__(self, log_dir: str, stdout: BinaryIO) -> None:
         self._log_dir = log_dir
         self._stdout = stdout
-        self._launcher_label = launcher_label
         self._lock = threading.Lock()
-        self._log_files: dict[Optional[int], BinaryIO] = {}
+        # Keyed by rank number, or by the tool's name for lines that carry no rank.
+        self._log_files: dict[object, BinaryIO] = {}
         self._threads: list[threading.Thread] = []
 
-    def log_path(self, rank: Optional[int]) -> str:
-        """Return the log file of a rank, or of the launching tool when rank is None."""
-        if rank is None:
-            return os.path.join(self._log_dir, f"{self._launcher_label}.log")
-        return os.path.join(self._log_dir, f"rank-{rank}.log")
+    def log_path(self, source: object) -> str:
+        """Return the log file of a rank (an int) or of a tool like mpirun (its name)."""
+        if isinstance(source, int):
+            return os.path.join(self._log_dir, f"rank-{source}.log")
+        return os.path.join(self._log_dir, f"{source}.log")
 
     def open_rank_log(self, rank: int) -> None:
         """Create the log file of `rank` now, so that a rank without output still has one."""
         with self._lock:
             self._log_file(rank)
 
-    def follow(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser] = None) -> None:
+    def follow(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser] = None,
+               tool: str = "launcher") -> None:
         """Start a thread that relays `stream` until it ends.
 
         Lines belong to `rank`, or, when `parser` is given, to the rank the parser finds in each
-        line (a tagged stream of mpirun or srun carrying every rank).
+        line (a tagged stream of mpirun or srun carrying every rank). Lines without a rank are
+        labeled and logged with the name of the tool that wrote them.
         """
         thread = threading.Thread(
-            target=self._relay, args=(stream, rank, parser), name=f"relay-{rank}", daemon=True
+            target=self._relay, args=(stream, rank, parser, tool), name=f"relay-{rank}",
+            daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -84,18 +87,19 @@ class OutputRelay:
                 log_file.close()
             self._log_files.clear()
 
-    def _relay(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser]) -> None:
+    def _relay(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser],
+               tool: str) -> None:
         with stream:
             for line in iter(stream.readline, b""):
                 if not line.endswith(b"\n"):
                     line += b"\n"
                 line_rank, text = (rank, line) if parser is None else parser(line)
-                self._write(line_rank, text)
+                self._write(tool if line_rank is None else line_rank, text)
 
-    def _write(self, rank: Optional[int], text: bytes) -> None:
-        label = self._launcher_label if rank is None else f"rank {rank}"
+    def _write(self, source: object, text: bytes) -> None:
+        label = f"rank {source}" if isinstance(source, int) else str(source)
         with self._lock:
-            log_file = self._log_file(rank)
+            log_file = self._log_file(source)
             log_file.write(text)
             log_file.flush()
             try:
@@ -105,9 +109,9 @@ class OutputRelay:
                 # stdout was closed by the reader (for example `| head`); keep the log files.
                 pass
 
-    def _log_file(self, rank: Optional[int]) -> BinaryIO:
-        log_file = self._log_files.get(rank)
+    def _log_file(self, source: object) -> BinaryIO:
+        log_file = self._log_files.get(source)
         if log_file is None:
-            log_file = open(self.log_path(rank), "ab")
-            self._log_files[rank] = log_file
+            log_file = open(self.log_path(source), "ab")
+            self._log_files[source] = log_file
         return log_file

@@ -68,39 +68,40 @@ def live_group_members(pgids: Iterable[int]) -> list[psutil.Process]:
     return members
 
 
-def stop_groups(leaders: list[subprocess.Popen], grace_period_s: float, what: str) -> None:
+def stop_groups(leaders: list[tuple[subprocess.Popen, str]], grace_period_s: float) -> None:
     """Stop the process groups led by `leaders`: SIGTERM, then SIGKILL after the grace period.
 
-    Groups whose leader already exited are swept as well, because a grandchild may still run in
-    them. Leaders are reaped here, so their return codes stay readable from the Popen objects.
+    Each leader comes with a label for the log, like "rank 3". Groups whose leader already
+    exited are swept as well, because a grandchild may still run in them. Leaders are reaped
+    here, so their return codes stay readable from the Popen objects.
     """
-    pgids = [leader.pid for leader in leaders]
-    if not any(leader.poll() is None for leader in leaders) and not live_group_members(pgids):
+    pgids = [leader.pid for leader, _label in leaders]
+    if not any(leader.poll() is None for leader, _label in leaders) and not live_group_members(pgids):
         return
 
-    for leader in leaders:
+    for leader, label in leaders:
         if leader.poll() is None:
-            logger.info("sending SIGTERM to %s (pid %d)", what, leader.pid)
+            logger.info("sending SIGTERM to %s (pid %d)", label, leader.pid)
         signal_group(leader.pid, signal.SIGTERM)
 
     deadline = time.monotonic() + grace_period_s
     while time.monotonic() < deadline:
-        leaders_done = all(leader.poll() is not None for leader in leaders)
+        leaders_done = all(leader.poll() is not None for leader, _label in leaders)
         if leaders_done and not live_group_members(pgids):
             return
         time.sleep(0.05)
 
-    for leader in leaders:
+    for leader, label in leaders:
         if leader.poll() is None:
             logger.warning("%s (pid %d) still runs %g s after SIGTERM; sending SIGKILL",
-                           what, leader.pid, grace_period_s)
+                           label, leader.pid, grace_period_s)
     for pgid in pgids:
         signal_group(pgid, signal.SIGKILL)
-    for leader in leaders:
+    for leader, label in leaders:
         try:
             leader.wait(timeout=grace_period_s)
         except subprocess.TimeoutExpired:
-            logger.error("%s (pid %d) survived SIGKILL for %g s", what, leader.pid, grace_period_s)
+            logger.error("%s (pid %d) survived SIGKILL for %g s", label, leader.pid, grace_period_s)
 
 
 def stop_leftover_children(known_pids: set[int], grace_period_s: float) -> None:

@@ -76,7 +76,7 @@ class Supervisor:
     def __init__(self, plan: LaunchPlan, options: LaunchOptions, stdout: BinaryIO) -> None:
         self._plan = plan
         self._options = options
-        self._relay = OutputRelay(options.log_dir, stdout, launcher_label=plan.scheduler)
+        self._relay = OutputRelay(options.log_dir, stdout)
         self._daemons: list[subprocess.Popen] = []
         self._helpers: list[subprocess.Popen] = []
         self._app: list[tuple[AppStep, subprocess.Popen]] = []
@@ -197,15 +197,17 @@ class Supervisor:
                 ) from None
 
             assert process.stdout is not None
-            self._relay.follow(process.stdout, step.rank, step.parser)
+            self._relay.follow(process.stdout, step.rank, step.parser,
+                               tool=os.path.basename(step.argv[0]))
             self._app.append((step, process))
 
         logger.info("started %d rank(s) of %s", self._options.ranks, self._options.command[0])
 
-    def _describe_step(self, step: AppStep, process: subprocess.Popen) -> str:
+    @staticmethod
+    def _step_label(step: AppStep) -> str:
         if step.rank is not None:
-            return f"rank {step.rank} (pid {process.pid})"
-        return f"{os.path.basename(step.argv[0])} (pid {process.pid})"
+            return f"rank {step.rank}"
+        return os.path.basename(step.argv[0])
 
     def _watch_application(self) -> int:
         running = list(self._app)
@@ -221,10 +223,10 @@ class Supervisor:
 
                 code = exit_code(returncode)
                 if code == 0:
-                    logger.info("%s exited with code 0", self._describe_step(step, process))
+                    logger.info("%s (pid %d) exited with code 0", self._step_label(step), process.pid)
                     continue
-                logger.error("%s exited with code %d; stopping the launch",
-                             self._describe_step(step, process), code)
+                logger.error("%s (pid %d) exited with code %d; stopping the launch",
+                             self._step_label(step), process.pid, code)
                 return code
 
             if not running:
@@ -238,9 +240,10 @@ class Supervisor:
         grace_period_s = self._options.grace_period_s
 
         app_processes = [process for _step, process in self._app]
-        stop_groups(app_processes, grace_period_s, "the application")
-        stop_groups(self._helpers, grace_period_s, "a prepare step")
-        stop_groups(self._daemons, grace_period_s, "the daemon")
+        stop_groups([(process, self._step_label(step)) for step, process in self._app],
+                    grace_period_s)
+        stop_groups([(helper, "the prepare step") for helper in self._helpers], grace_period_s)
+        stop_groups([(daemon, "the daemon") for daemon in self._daemons], grace_period_s)
 
         cleanup_log = os.path.join(self._options.log_dir, "cleanup.log")
         for argv in self._plan.cleanup_steps:
@@ -254,7 +257,7 @@ class Supervisor:
                 step.wait(timeout=grace_period_s * 2 + 30.0)
             except subprocess.TimeoutExpired:
                 logger.error("cleanup step %s timed out; see %s", argv[0], cleanup_log)
-                stop_groups([step], grace_period_s, "a cleanup step")
+                stop_groups([(step, "the cleanup step")], grace_period_s)
 
         if self._plan.scheduler == "local":
             remove_segments(self._plan.store_name)
