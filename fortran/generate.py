@@ -1,13 +1,14 @@
-"""Generate the type- and rank-specific procedures of the Fortran client module.
+"""Generate the type- and rank-specific code of the Fortran client module and its test.
 
 The module shmstore_client.f90 is written by hand, except for the regions between
 "! BEGIN GENERATED <region>" and "! END GENERATED <region>" lines, which this script
 rewrites: one put, one unpack and one get_pointer procedure for every element type
-and rank below, and the type-bound generic names that collect them.
+and rank below, and the type-bound generic names that collect them. The test program
+tests/test_types.f90 is generated whole: it round-trips every element type and rank.
 
 Usage:
-    python3 fortran/generate.py          rewrite the regions in place
-    python3 fortran/generate.py --check  exit 1 if the file is not up to date
+    python3 fortran/generate.py          rewrite the generated code in place
+    python3 fortran/generate.py --check  exit 1 if a generated file is not up to date
 """
 
 import argparse
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, NamedTuple
 
-MODULE_PATH = Path(__file__).resolve().parent / "shmstore_client.f90"
+FORTRAN_DIR = Path(__file__).resolve().parent
+MODULE_PATH = FORTRAN_DIR / "shmstore_client.f90"
+TEST_PATH = FORTRAN_DIR / "tests" / "test_types.f90"
 
 RANKS = (1, 2, 3, 4)
 
@@ -26,16 +29,20 @@ class ElementType(NamedTuple):
     name: str          # suffix of the specific procedure names
     declaration: str   # Fortran type of the array elements
     dtype: str         # SHMSTORE_* dtype constant
+    conversion: str    # intrinsic that converts a default integer to this type
 
 
 ELEMENT_TYPES = (
-    ElementType("real32", "real(c_float)", "SHMSTORE_FLOAT32"),
-    ElementType("real64", "real(c_double)", "SHMSTORE_FLOAT64"),
-    ElementType("int8", "integer(c_int8_t)", "SHMSTORE_INT8"),
-    ElementType("int16", "integer(c_int16_t)", "SHMSTORE_INT16"),
-    ElementType("int32", "integer(c_int32_t)", "SHMSTORE_INT32"),
-    ElementType("int64", "integer(c_int64_t)", "SHMSTORE_INT64"),
+    ElementType("real32", "real(c_float)", "SHMSTORE_FLOAT32", "real(VALUE, c_float)"),
+    ElementType("real64", "real(c_double)", "SHMSTORE_FLOAT64", "real(VALUE, c_double)"),
+    ElementType("int8", "integer(c_int8_t)", "SHMSTORE_INT8", "int(VALUE, c_int8_t)"),
+    ElementType("int16", "integer(c_int16_t)", "SHMSTORE_INT16", "int(VALUE, c_int16_t)"),
+    ElementType("int32", "integer(c_int32_t)", "SHMSTORE_INT32", "int(VALUE, c_int32_t)"),
+    ElementType("int64", "integer(c_int64_t)", "SHMSTORE_INT64", "int(VALUE, c_int64_t)"),
 )
+
+# Extents of the test arrays: rank r uses the first r of them.
+TEST_EXTENTS = (2, 3, 4, 5)
 
 INDENT = "    "
 
@@ -171,6 +178,133 @@ def tensor_procedures() -> List[str]:
     return text.strip("\n").split("\n")
 
 
+def type_check_procedure(index: int, rank: int) -> str:
+    """Return the test subroutine that round-trips one element type and rank."""
+    element = ELEMENT_TYPES[index]
+    other = ELEMENT_TYPES[(index + 1) % len(ELEMENT_TYPES)]
+    other_rank = rank % len(RANKS) + 1
+    name = suffix(element, rank)
+    spec = shape_spec(rank)
+    extents = ", ".join(str(extent) for extent in TEST_EXTENTS[:rank])
+    value = element.conversion.replace("VALUE", "mod(i, 100) - 50")
+    filler = element.conversion.replace("VALUE", "-99")
+    return f"""
+    !> Puts a {element.name} array of rank {rank}, reads it back three ways (unpack,
+    !> unpack into a flat array with dims, pointer of a view) and checks that
+    !> pointers of another rank or type are refused.
+    subroutine check_{name}()
+        character(len=*), parameter :: key = 'types_{name}'
+        integer, parameter :: extents({rank}) = [{extents}]
+        {element.declaration}, allocatable :: array{spec}
+        {element.declaration}, allocatable :: output{spec}
+        {element.declaration}, allocatable :: flat(:)
+        {element.declaration}, pointer :: fptr{spec}
+        {element.declaration}, pointer :: wrong_rank{shape_spec(other_rank)}
+        {other.declaration}, pointer :: wrong_type{spec}
+        type(tensor_view_type) :: view
+        integer :: i
+
+        array = reshape([({value}, i = 0, product(extents) - 1)], extents)
+        call expect(client%put_tensor(key, array), SHMSTORE_SUCCESS, key // ' put')
+
+        allocate(output, mold=array)
+        output = {filler}
+        call expect(client%unpack_tensor(key, output), SHMSTORE_SUCCESS, key // ' unpack')
+        call check(all(output == array), key // ' unpack returns the values put')
+
+        allocate(flat(product(extents)))
+        flat = {filler}
+        call expect(client%unpack_tensor(key, flat, dims=extents), SHMSTORE_SUCCESS, &
+            key // ' unpack with dims')
+        call check(all(flat == reshape(array, [product(extents)])), &
+            key // ' unpack with dims returns the values in Fortran order')
+
+        call expect(client%get_tensor_view(key, view), SHMSTORE_SUCCESS, key // ' view')
+        call check(view%dtype() == {element.dtype}, key // ' view dtype')
+        call check(view%rank() == {rank}, key // ' view rank')
+        call check(view%order() == SHMSTORE_ORDER_F, key // ' view order')
+        call check(all(view%shape() == extents), key // ' view shape')
+
+        call expect(view%get_pointer(fptr), SHMSTORE_SUCCESS, key // ' pointer')
+        if (associated(fptr)) then
+            call check(all(shape(fptr) == extents), key // ' pointer shape')
+            call check(all(fptr == array), key // ' pointer values')
+        end if
+
+        call expect(view%get_pointer(wrong_rank), SHMSTORE_TENSOR_MISMATCH, &
+            key // ' pointer of rank {other_rank}')
+        call check(.not. associated(wrong_rank), key // ' pointer of rank {other_rank} is null')
+        call expect(view%get_pointer(wrong_type), SHMSTORE_TENSOR_MISMATCH, &
+            key // ' pointer of type {other.name}')
+        call check(.not. associated(wrong_type), key // ' pointer of type {other.name} is null')
+
+        call expect(view%release(), SHMSTORE_SUCCESS, key // ' release')
+        call check(.not. view%is_pinned(), key // ' view is released')
+    end subroutine check_{name}
+"""
+
+
+def type_test_program() -> str:
+    """Return the Fortran test program that covers every element type and rank."""
+    names = [suffix(element, rank) for element in ELEMENT_TYPES for rank in RANKS]
+    calls = "\n".join(f"    call check_{name}()" for name in names)
+    procedures = "".join(type_check_procedure(index, rank)
+                         for index in range(len(ELEMENT_TYPES)) for rank in RANKS)
+    return f"""! Generated by fortran/generate.py; edit the generator, not this file.
+!
+! Round-trips every element type and rank of the Fortran client through the store
+! named by $SHMSTORE_NAME. It leaves the keys types_<type>_rank<r> in the store for
+! the Python side of the test to read. Exit status 0 when every check passed.
+program test_types
+    use, intrinsic :: iso_c_binding, only: c_double, c_float, c_int16_t, c_int32_t, &
+        c_int64_t, c_int8_t
+    use shmstore_client
+    implicit none
+
+    type(client_type) :: client
+    integer :: failures
+
+    failures = 0
+    call expect(client%initialize(), SHMSTORE_SUCCESS, 'initialize')
+    if (.not. client%is_initialized()) error stop 'test_types: cannot attach to the store'
+
+{calls}
+
+    call expect(client%destroy(), SHMSTORE_SUCCESS, 'destroy')
+    if (failures > 0) then
+        print '(a, i0, a)', 'test_types: ', failures, ' checks failed'
+        error stop 1
+    end if
+    print '(a)', 'test_types: all checks passed'
+
+contains
+
+    !> Counts a failure unless code equals expected, and prints the message.
+    subroutine expect(code, expected, what)
+        integer, intent(in) :: code
+        integer, intent(in) :: expected
+        character(len=*), intent(in) :: what
+
+        if (code == expected) return
+        failures = failures + 1
+        print '(a, a, i0, a, i0, a, a)', what, ': code ', code, ', expected ', expected, &
+            ': ', shmstore_error_message(code)
+    end subroutine expect
+
+    !> Counts a failure unless condition holds.
+    subroutine check(condition, what)
+        logical, intent(in) :: condition
+        character(len=*), intent(in) :: what
+
+        if (condition) return
+        failures = failures + 1
+        print '(a, a)', 'check failed: ', what
+    end subroutine check
+{procedures}
+end program test_types
+"""
+
+
 def replace_region(lines: List[str], region: str, body: List[str]) -> List[str]:
     """Return lines with the body of one generated region replaced."""
     begin = f"! BEGIN GENERATED {region}"
@@ -198,21 +332,26 @@ def generate(source: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true",
-                        help="exit 1 if the generated regions are not up to date")
+                        help="exit 1 if a generated file is not up to date")
     arguments = parser.parse_args()
 
-    source = MODULE_PATH.read_text()
-    generated = generate(source)
-    if arguments.check:
-        if generated != source:
-            print(f"generate.py: {MODULE_PATH} is out of date; run python3 fortran/generate.py",
-                  file=sys.stderr)
-            return 1
-        return 0
+    outputs = {
+        MODULE_PATH: generate(MODULE_PATH.read_text()),
+        TEST_PATH: type_test_program(),
+    }
 
-    if generated != source:
-        MODULE_PATH.write_text(generated)
-    return 0
+    stale = 0
+    for path, text in outputs.items():
+        current = path.read_text() if path.exists() else ""
+        if current == text:
+            continue
+        if arguments.check:
+            print(f"generate.py: {path} is out of date; run python3 fortran/generate.py",
+                  file=sys.stderr)
+            stale += 1
+        else:
+            path.write_text(text)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
