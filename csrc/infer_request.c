@@ -3,6 +3,10 @@
  * daemon. Every function follows the request protocol written out in
  * infer_layout.h.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* flock, kill and nanosleep under -std=c11 */
+#endif
+
 #include "infer_segment.h"
 
 #include <errno.h>
@@ -580,4 +584,53 @@ void infer_daemon_set_worker_count(infer_segment_t *segment, uint32_t count)
 uint32_t infer_queue_depth(infer_segment_t *segment)
 {
     return shm_mpmc_size_approx(segment->queue);
+}
+
+/* ---- status ---------------------------------------------------------------- */
+
+int infer_worker_info(infer_segment_t *segment, uint32_t index, infer_worker_info_t *out)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    infer_worker_entry_t *entry = &segment->workers[index];
+
+    /* Acquire: pairs with the worker's release store of READY, after which
+     * pid and device are written. */
+    out->state = shm_load_acquire(&entry->state);
+    /* Relaxed: status counters, each read on its own. */
+    out->pid = shm_load_relaxed(&entry->pid);
+    out->requests_completed = shm_load_relaxed(&entry->requests_completed);
+    out->batches_run = shm_load_relaxed(&entry->batches_run);
+    memcpy(out->device, entry->device, sizeof(out->device));
+    out->device[sizeof(out->device) - 1] = '\0';
+
+    out->in_flight = 0;
+    for (uint32_t i = 0; i < segment->header->slot_count; i++) {
+        /* Relaxed: an approximate count. */
+        uint64_t state = shm_load_relaxed(&segment->slots[i].state);
+        uint32_t status = infer_state_status(state);
+        if (infer_state_worker(state) == index &&
+            (status == INFER_TAKEN || status == INFER_COMPLETING))
+            out->in_flight++;
+    }
+    return 0;
+}
+
+void infer_segment_info(infer_segment_t *segment, infer_segment_info_t *out)
+{
+    infer_header_t *header = segment->header;
+    out->daemon_pid = header->daemon_pid;
+    out->slot_count = header->slot_count;
+    out->segment_bytes = header->segment_bytes;
+    /* Relaxed: status counters, each read on its own. */
+    out->worker_count = shm_load_relaxed(&header->worker_count);
+    out->requests_submitted = shm_load_relaxed(&header->requests_submitted);
+    out->queue_depth = infer_queue_depth(segment);
+
+    out->slots_in_use = 0;
+    for (uint32_t i = 0; i < header->slot_count; i++) {
+        /* Relaxed: an approximate count. */
+        if (shm_load_relaxed(&segment->slots[i].owner) != 0)
+            out->slots_in_use++;
+    }
 }

@@ -7,6 +7,10 @@
  * descriptor: the test fails while the daemon lives. A new daemon uses the
  * same test to tell a stale segment from one in use.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* flock, kill and nanosleep under -std=c11 */
+#endif
+
 #include "infer_segment.h"
 
 #include <errno.h>

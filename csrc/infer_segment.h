@@ -148,4 +148,34 @@ void infer_daemon_set_worker_count(infer_segment_t *segment, uint32_t count);
 /* Returns the approximate number of queued tickets. Anyone. */
 uint32_t infer_queue_depth(infer_segment_t *segment);
 
+/* ---- status ---------------------------------------------------------------- */
+
+/* A copy of one worker table entry, read without a lock: each field is
+ * current, but they may come from slightly different moments. */
+typedef struct infer_worker_info {
+    int32_t pid;
+    uint32_t state;                    /* enum infer_worker_state */
+    uint64_t requests_completed;
+    uint64_t batches_run;
+    uint32_t in_flight;                /* requests it holds TAKEN or COMPLETING */
+    char device[INFER_DEVICE_BYTES];
+} infer_worker_info_t;
+
+/* Fills *out with worker index. Anyone. */
+int infer_worker_info(infer_segment_t *segment, uint32_t index, infer_worker_info_t *out);
+
+/* A copy of the header's counters. */
+typedef struct infer_segment_info {
+    int32_t daemon_pid;
+    uint32_t slot_count;
+    uint32_t worker_count;
+    uint32_t queue_depth;              /* approximate */
+    uint32_t slots_in_use;             /* approximate */
+    uint64_t requests_submitted;
+    uint64_t segment_bytes;
+} infer_segment_info_t;
+
+/* Fills *out with the segment's counters. Anyone. */
+void infer_segment_info(infer_segment_t *segment, infer_segment_info_t *out);
+
 #endif /* SHMSTORE_INFER_SEGMENT_H */

@@ -1,0 +1,380 @@
+# cython: language_level=3
+"""Bindings of the inference segment (csrc/infer_segment.h): the request path of clients,
+the take/complete loop of workers and the daemon's side.
+
+Every function returns or raises with the C result code kept: callers in
+shmstore.inference.transport map codes to the ShmstoreError hierarchy. Calls that wait release
+the GIL.
+"""
+
+from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
+from libc.stdlib cimport free, malloc
+from cpython.exc cimport PyErr_CheckSignals
+
+
+cdef extern from "errno.h":
+    enum:
+        EINTR
+        EAGAIN
+        ESTALE
+
+import os
+
+
+cdef extern from "infer_segment.h" nogil:
+    enum:
+        INFER_MAX_WORKERS
+        INFER_MAX_TENSORS
+        INFER_BODY_BYTES
+        INFER_ERROR_BYTES
+        INFER_DEVICE_BYTES
+        INFER_KIND_MODEL
+        INFER_KIND_SCRIPT
+        INFER_WORKER_EMPTY
+        INFER_WORKER_READY
+        INFER_WORKER_DEAD
+
+    ctypedef struct infer_segment_t:
+        pass
+
+    ctypedef struct infer_request_t:
+        uint32_t kind
+        const char *key
+        const char *function
+        uint32_t n_inputs
+        const char *const *inputs
+        uint32_t n_outputs
+        const char *const *outputs
+        int64_t timeout_ms
+
+    ctypedef struct infer_taken_t:
+        uint32_t slot
+        uint32_t sequence
+        int64_t deadline_ns
+        uint32_t kind
+        uint32_t n_inputs
+        uint32_t n_outputs
+        uint32_t body_bytes
+        char body[1]
+
+    ctypedef struct infer_worker_info_t:
+        int32_t pid
+        uint32_t state
+        uint64_t requests_completed
+        uint64_t batches_run
+        uint32_t in_flight
+        char device[1]
+
+    ctypedef struct infer_segment_info_t:
+        int32_t daemon_pid
+        uint32_t slot_count
+        uint32_t worker_count
+        uint32_t queue_depth
+        uint32_t slots_in_use
+        uint64_t requests_submitted
+        uint64_t segment_bytes
+
+    ctypedef void (*infer_failed_callback)(const char *key, void *context)
+
+    int infer_segment_create(const char *store_name, uint32_t slot_count, uint32_t worker_count,
+                             infer_segment_t **out, char *message, size_t message_bytes)
+    int infer_segment_open(const char *store_name, infer_segment_t **out, char *message,
+                           size_t message_bytes)
+    void infer_segment_close(infer_segment_t *segment)
+    int infer_segment_destroy(infer_segment_t *segment)
+    int infer_segment_daemon_alive(infer_segment_t *segment, int64_t min_interval_ns)
+    int infer_call(infer_segment_t *segment, const infer_request_t *request, char *message,
+                   size_t message_bytes)
+    int infer_worker_register(infer_segment_t *segment, uint32_t index, int32_t pid,
+                              const char *device)
+    int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
+                          infer_taken_t *out)
+    int infer_worker_complete(infer_segment_t *segment, uint32_t index, uint32_t slot,
+                              uint32_t sequence, int32_t result, const char *message)
+    void infer_worker_count(infer_segment_t *segment, uint32_t index, uint64_t requests,
+                            uint64_t batches)
+    int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t pid,
+                                 infer_failed_callback callback, void *context)
+    int infer_daemon_reclaim_clients(infer_segment_t *segment)
+    void infer_daemon_set_worker_count(infer_segment_t *segment, uint32_t count)
+    int infer_worker_info(infer_segment_t *segment, uint32_t index, infer_worker_info_t *out)
+    void infer_segment_info(infer_segment_t *segment, infer_segment_info_t *out)
+
+
+cdef extern from "shmstore.h" nogil:
+    const char *shmstore_strerror(int code)
+
+
+KIND_MODEL = INFER_KIND_MODEL
+KIND_SCRIPT = INFER_KIND_SCRIPT
+MAX_WORKERS = INFER_MAX_WORKERS
+MAX_TENSORS = INFER_MAX_TENSORS
+WORKER_STATES = {INFER_WORKER_EMPTY: "empty", INFER_WORKER_READY: "ready",
+                 INFER_WORKER_DEAD: "dead"}
+
+cdef enum:
+    MESSAGE_BYTES = 2048
+
+
+class InferError(Exception):
+    """A failed call of the inference segment; .code is the negative C code, .detail the
+    message the C side wrote."""
+
+    def __init__(self, code, detail):
+        self.code = code
+        self.detail = detail
+        text = detail or shmstore_strerror(code).decode("utf-8", "replace")
+        super().__init__(text)
+
+
+def strerror(int code):
+    """Return the C library's description of a result code."""
+    return shmstore_strerror(code).decode("utf-8", "replace")
+
+
+cdef bytes _encode(object text, str what):
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
+    cdef bytes data = text.encode("utf-8")
+    if b"\0" in data:
+        raise ValueError(f"{what} {text!r} contains a NUL character")
+    return data
+
+
+cdef void _collect_key(const char *key, void *context) noexcept with gil:
+    (<list>context).append(key.decode("utf-8", "replace"))
+
+
+cdef class Segment:
+    """A mapped inference segment of one store."""
+
+    cdef infer_segment_t *segment
+    cdef readonly str store_name
+    cdef readonly bint is_daemon
+
+    def __cinit__(self):
+        self.segment = NULL
+
+    @staticmethod
+    def create(str store_name, uint32_t slot_count=0, uint32_t worker_count=0):
+        """Create the segment of store_name (daemon only); see infer_segment_create."""
+        cdef Segment self = Segment.__new__(Segment)
+        cdef bytes name = _encode(store_name, "store name")
+        cdef char message[MESSAGE_BYTES]
+        message[0] = 0
+        cdef int code = infer_segment_create(name, slot_count, worker_count, &self.segment,
+                                             message, MESSAGE_BYTES)
+        if code != 0:
+            raise InferError(code, (<char *>message).decode("utf-8", "replace"))
+        self.store_name = store_name
+        self.is_daemon = True
+        return self
+
+    @staticmethod
+    def open(str store_name):
+        """Map the segment of store_name (clients and workers)."""
+        cdef Segment self = Segment.__new__(Segment)
+        cdef bytes name = _encode(store_name, "store name")
+        cdef char message[MESSAGE_BYTES]
+        message[0] = 0
+        cdef int code = infer_segment_open(name, &self.segment, message, MESSAGE_BYTES)
+        if code != 0:
+            raise InferError(code, (<char *>message).decode("utf-8", "replace"))
+        self.store_name = store_name
+        self.is_daemon = False
+        return self
+
+    cdef infer_segment_t *_checked(self) except NULL:
+        if self.segment == NULL:
+            raise ValueError(f"inference segment of store {self.store_name!r} is closed")
+        return self.segment
+
+    def close(self):
+        """Unmap the segment (the daemon's handle also unlinks it)."""
+        if self.segment == NULL:
+            return
+        if self.is_daemon:
+            infer_segment_destroy(self.segment)
+        else:
+            infer_segment_close(self.segment)
+        self.segment = NULL
+
+    def __dealloc__(self):
+        if self.segment != NULL:
+            if self.is_daemon:
+                infer_segment_destroy(self.segment)
+            else:
+                infer_segment_close(self.segment)
+            self.segment = NULL
+
+    def daemon_alive(self, int64_t min_interval_ns=0):
+        """Return True while the daemon lives and is not stopping."""
+        return infer_segment_daemon_alive(self._checked(), min_interval_ns) == 1
+
+    # ---- client side ---------------------------------------------------------------------
+
+    def call(self, uint32_t kind, str key, str function, inputs, outputs, int64_t timeout_ms):
+        """Submit one request and wait for it; raise InferError on failure."""
+        cdef infer_segment_t *segment = self._checked()
+        cdef bytes key_bytes = _encode(key, "model key")
+        cdef bytes function_bytes = _encode(function, "function name")
+        cdef list input_bytes = [_encode(name, "input key") for name in inputs]
+        cdef list output_bytes = [_encode(name, "output key") for name in outputs]
+        if len(input_bytes) > INFER_MAX_TENSORS or len(output_bytes) > INFER_MAX_TENSORS:
+            raise ValueError(f"request for {key!r} names {len(input_bytes)} inputs and "
+                             f"{len(output_bytes)} outputs; at most {INFER_MAX_TENSORS} of "
+                             f"each fit a request")
+
+        cdef const char **input_array = <const char **>malloc(
+            (len(input_bytes) + 1) * sizeof(char *))
+        cdef const char **output_array = <const char **>malloc(
+            (len(output_bytes) + 1) * sizeof(char *))
+        if input_array == NULL or output_array == NULL:
+            free(input_array)
+            free(output_array)
+            raise MemoryError()
+
+        cdef Py_ssize_t i
+        for i in range(len(input_bytes)):
+            input_array[i] = <bytes>input_bytes[i]
+        for i in range(len(output_bytes)):
+            output_array[i] = <bytes>output_bytes[i]
+
+        cdef infer_request_t request
+        request.kind = kind
+        request.key = key_bytes
+        request.function = function_bytes
+        request.n_inputs = <uint32_t>len(input_bytes)
+        request.inputs = input_array
+        request.n_outputs = <uint32_t>len(output_bytes)
+        request.outputs = output_array
+        request.timeout_ms = timeout_ms
+
+        cdef char message[INFER_ERROR_BYTES + 512]
+        message[0] = 0
+        cdef int code
+        with nogil:
+            code = infer_call(segment, &request, message, sizeof(message))
+        free(input_array)
+        free(output_array)
+
+        if code == -EINTR:
+            # Let a pending KeyboardInterrupt through before the InferError.
+            PyErr_CheckSignals()
+        if code != 0:
+            raise InferError(code, (<char *>message).decode("utf-8", "replace"))
+
+    # ---- worker side ---------------------------------------------------------------------
+
+    def register_worker(self, uint32_t index, str device):
+        """Record this process as worker index, READY."""
+        cdef bytes device_bytes = _encode(device, "device")
+        cdef int code = infer_worker_register(self._checked(), index, os.getpid(),
+                                              device_bytes)
+        if code != 0:
+            raise InferError(code, f"cannot register inference worker {index}")
+
+    def take(self, uint32_t index, double timeout_s):
+        """Take the next request for worker index, waiting up to timeout_s seconds (0: no
+        wait). Return None when nothing came, else a tuple (slot, sequence, deadline_ns,
+        kind, key, function, inputs, outputs)."""
+        cdef infer_segment_t *segment = self._checked()
+        cdef infer_taken_t *taken = <infer_taken_t *>malloc(sizeof(infer_taken_t) +
+                                                            INFER_BODY_BYTES)
+        if taken == NULL:
+            raise MemoryError()
+        cdef int64_t timeout_ns = <int64_t>(timeout_s * 1e9)
+        cdef int code
+        try:
+            with nogil:
+                code = infer_worker_take(segment, index, timeout_ns, taken)
+            if code == -EAGAIN:
+                return None
+            if code == -EINTR:
+                PyErr_CheckSignals()
+                return None
+            if code != 0:
+                raise InferError(code, "")
+
+            strings = (<char *>taken.body)[:taken.body_bytes].split(b"\0")
+            texts = [part.decode("utf-8", "replace") for part in strings]
+            n_inputs = taken.n_inputs
+            n_outputs = taken.n_outputs
+            return (taken.slot, taken.sequence, taken.deadline_ns, taken.kind, texts[0],
+                    texts[1], texts[2:2 + n_inputs],
+                    texts[2 + n_inputs:2 + n_inputs + n_outputs])
+        finally:
+            free(taken)
+
+    def complete(self, uint32_t index, uint32_t slot, uint32_t sequence, int32_t result,
+                 str message):
+        """Complete a taken request. Return False when the client abandoned it."""
+        cdef bytes message_bytes = message.encode("utf-8", "replace").replace(b"\0", b" ")
+        cdef int code = infer_worker_complete(self._checked(), index, slot, sequence, result,
+                                              message_bytes)
+        if code == -ESTALE:
+            return False
+        if code != 0:
+            raise InferError(code, "")
+        return True
+
+    def count(self, uint32_t index, uint64_t requests, uint64_t batches):
+        """Add to worker index's request and batch counters."""
+        infer_worker_count(self._checked(), index, requests, batches)
+
+    # ---- daemon side ---------------------------------------------------------------------
+
+    def fail_worker(self, uint32_t index, int32_t pid):
+        """Fail every request of dead worker index; return the model keys of those
+        requests, one per request."""
+        cdef list keys = []
+        cdef int code = infer_daemon_fail_worker(self._checked(), index, pid, _collect_key,
+                                                 <void *>keys)
+        if code < 0:
+            raise InferError(code, "")
+        return keys
+
+    def reclaim_clients(self):
+        """Free the slots of dead client processes; return how many."""
+        return infer_daemon_reclaim_clients(self._checked())
+
+    def set_worker_count(self, uint32_t count):
+        infer_daemon_set_worker_count(self._checked(), count)
+
+    # ---- status --------------------------------------------------------------------------
+
+    def info(self):
+        """Return the segment's counters as a dict."""
+        cdef infer_segment_info_t info
+        infer_segment_info(self._checked(), &info)
+        return {
+            "daemon_pid": info.daemon_pid,
+            "slot_count": info.slot_count,
+            "worker_count": info.worker_count,
+            "queue_depth": info.queue_depth,
+            "slots_in_use": info.slots_in_use,
+            "requests_submitted": info.requests_submitted,
+            "segment_bytes": info.segment_bytes,
+        }
+
+    def worker(self, uint32_t index):
+        """Return worker table entry index as a dict."""
+        cdef infer_worker_info_t *info = <infer_worker_info_t *>malloc(
+            sizeof(infer_worker_info_t) + INFER_DEVICE_BYTES)
+        if info == NULL:
+            raise MemoryError()
+        try:
+            code = infer_worker_info(self._checked(), index, info)
+            if code != 0:
+                raise InferError(code, f"no worker table entry {index}")
+            return {
+                "index": index,
+                "pid": info.pid,
+                "state": WORKER_STATES.get(info.state, str(info.state)),
+                "requests_completed": info.requests_completed,
+                "batches_run": info.batches_run,
+                "in_flight": info.in_flight,
+                "device": (<char *>info.device).decode("utf-8", "replace"),
+            }
+        finally:
+            free(info)
