@@ -63,7 +63,7 @@ class LaunchPlan:
         lines.append("# 1. daemons (background, for the whole run)")
         lines.extend(shlex.join(argv) + " &" for argv in self.daemon_steps)
 
-        lines.append("# 2. wait until every store answers, store the models")
+        lines.append("# 2. wait until every store answers, store the models (all at once)")
         lines.extend(shlex.join(argv) for argv in self.prepare_steps)
 
         lines.append("# 3. application")
@@ -73,6 +73,8 @@ class LaunchPlan:
 
         lines.append("# 4. stop the daemons (SIGTERM, then SIGKILL), remove leftover segments")
         lines.extend(shlex.join(argv) for argv in self.cleanup_steps)
+        if not self.cleanup_steps:
+            lines.append(f"# (the launcher removes /dev/shm/shmstore-{self.store_name}-* itself)")
         return "\n".join(lines) + "\n"
 
 

@@ -87,8 +87,9 @@ def build_slurm_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Laun
     per_node = ["srun", f"--nodes={nodes}", f"--ntasks={nodes}", "--ntasks-per-node=1",
                 "--overlap", "--label"]
     exports = ",".join(["ALL", f"{ENV_NAME}={options.name}", f"{ENV_NRANKS}={options.ranks}"])
-    app_argv = ["srun", f"--nodes={nodes}", f"--ntasks={options.ranks}", "--label",
-                f"--export={exports}", *options.command]
+    # --kill-on-bad-exit ends the whole step when one rank fails, as mpirun does.
+    app_argv = ["srun", f"--nodes={nodes}", f"--ntasks={options.ranks}", "--kill-on-bad-exit=1",
+                "--label", f"--export={exports}", *options.command]
 
     return LaunchPlan(
         scheduler="slurm",

@@ -1,0 +1,380 @@
+"""End-to-end tests of `shmstore launch` against the real daemon, real ranks and /dev/shm.
+
+Every test runs the launcher as `python -m shmstore.launcher` in a subprocess, with a tiny
+Python application written to tmp_path as the COMMAND, and checks afterwards that no segment
+of the store and no process of the launch is left.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import psutil
+import pytest
+
+logger = logging.getLogger(__name__)
+
+_name_counter = 0
+
+
+def unique_store_name(case: str) -> str:
+    global _name_counter
+    _name_counter += 1
+    return f"test-launch-{os.getpid()}-{case}-{_name_counter}"
+
+
+def seed_from_environment() -> int:
+    seed = int(os.environ.get("SHMSTORE_TEST_SEED", random.randrange(2**31)))
+    logger.info("SHMSTORE_TEST_SEED=%d", seed)
+    return seed
+
+
+def write_app(tmp_path: Path, name: str, source: str) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def start_launch(tmp_path: Path, name: str, options: list[str], command: list[str],
+                 extra_env: Optional[dict[str, str]] = None) -> subprocess.Popen:
+    environment = dict(os.environ)
+    environment.update(extra_env or {})
+    argv = [sys.executable, "-m", "shmstore.launcher", "--name", name, "--memory", "64M",
+            "--log-dir", str(tmp_path / "logs" / name), "--grace-period", "2",
+            "--start-timeout", "30", *options, "--", *command]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=environment, cwd=tmp_path, start_new_session=True)
+
+
+def run_launch(tmp_path: Path, name: str, options: list[str], command: list[str],
+               extra_env: Optional[dict[str, str]] = None,
+               timeout_s: float = 60.0) -> tuple[int, str, str]:
+    launcher = start_launch(tmp_path, name, options, command, extra_env)
+    stdout, stderr = launcher.communicate(timeout=timeout_s)
+    return launcher.returncode, stdout.decode(), stderr.decode()
+
+
+def segments_of(name: str) -> list[str]:
+    return glob.glob(f"/dev/shm/shmstore-{name}-*")
+
+
+def processes_of(name: str, pids: tuple[int, ...] = ()) -> list[psutil.Process]:
+    """Find live processes of a launch: the daemon (by --name), ranks (by env) or listed pids."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE or process.pid == os.getpid():
+            continue
+        try:
+            cmdline = process.info["cmdline"] or []
+            in_cmdline = name in cmdline
+            in_env = process.environ().get("SHMSTORE_NAME") == name
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if in_cmdline or in_env or process.pid in pids:
+            found.append(process)
+    return found
+
+
+def recorded_pids(directory: Path) -> tuple[int, ...]:
+    return tuple(int(path.read_text()) for path in directory.glob("*.pid"))
+
+
+def assert_launch_gone(name: str, pid_dir: Optional[Path] = None) -> None:
+    pids = recorded_pids(pid_dir) if pid_dir is not None else ()
+    assert segments_of(name) == []
+    assert processes_of(name, pids) == []
+
+
+PUT_GET_APP = """\
+import os
+import numpy as np
+import shmstore
+
+rank = int(os.environ["SHMSTORE_RANK"])
+name = os.environ["SHMSTORE_NAME"]
+nranks = int(os.environ["SHMSTORE_NRANKS"])
+
+data = np.arange(1000, dtype=np.float64) * (rank + 1)
+with shmstore.Client(name) as client:
+    client.put_tensor(f"rank-{rank}", data)
+    back = np.array(client.get_tensor(f"rank-{rank}"))
+assert np.array_equal(back, data)
+print(f"rank={rank} name={name} nranks={nranks} sum={back.sum():.1f}", flush=True)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_launch_success(tmp_path: Path) -> None:
+    name = unique_store_name("ok")
+    app = write_app(tmp_path, "app.py", PUT_GET_APP)
+
+    code, stdout, stderr = run_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)])
+
+    assert code == 0, stderr
+    for rank in range(2):
+        expected = f"[rank {rank}] rank={rank} name={name} nranks=2 sum={499500.0 * (rank + 1):.1f}"
+        assert expected in stdout.splitlines()
+    log_dir = tmp_path / "logs" / name
+    assert (log_dir / "daemon.log").is_file()
+    assert (log_dir / "rank-0.log").is_file()
+    assert (log_dir / "rank-1.log").is_file()
+    assert f"rank=1 name={name}" in (log_dir / "rank-1.log").read_text()
+    assert "ready" in (log_dir / "daemon.log").read_text()
+    assert_launch_gone(name)
+
+
+FAIL_APP = """\
+import os
+import sys
+import time
+
+rank = os.environ["SHMSTORE_RANK"]
+if rank == "1":
+    sys.exit(3)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_launch_failing_rank(tmp_path: Path) -> None:
+    name = unique_store_name("fail")
+    app = write_app(tmp_path, "app.py", FAIL_APP)
+
+    code, _stdout, stderr = run_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)])
+
+    assert code == 3, stderr
+    assert "rank 1" in stderr
+    assert "exited with code 3" in stderr
+    assert_launch_gone(name)
+
+
+KILL_APP = """\
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+rank = os.environ["SHMSTORE_RANK"]
+pid_dir = Path(os.environ["PID_DIR"])
+grandchild = subprocess.Popen(["sleep", "60"])
+(pid_dir / f"grandchild-{rank}.pid").write_text(str(grandchild.pid))
+(pid_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
+if rank == "0":
+    time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)
+time.sleep(60)
+"""
+
+
+@pytest.mark.timeout(90)
+def test_launch_killed_rank(tmp_path: Path) -> None:
+    name = unique_store_name("kill")
+    app = write_app(tmp_path, "app.py", KILL_APP)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+
+    code, _stdout, stderr = run_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)],
+                                       extra_env={"PID_DIR": str(pid_dir)})
+
+    assert code == 128 + signal.SIGKILL, stderr
+    assert len(recorded_pids(pid_dir)) == 4
+    assert_launch_gone(name, pid_dir)
+
+
+SLEEP_APP = """\
+import os
+import subprocess
+import time
+from pathlib import Path
+
+rank = os.environ["SHMSTORE_RANK"]
+pid_dir = Path(os.environ["PID_DIR"])
+grandchild = subprocess.Popen(["sleep", "60"])
+(pid_dir / f"grandchild-{rank}.pid").write_text(str(grandchild.pid))
+(pid_dir / f"rank-{rank}.pid").write_text(str(os.getpid()))
+print("started", flush=True)
+time.sleep(60)
+"""
+
+
+def wait_for_files(directory: Path, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(list(directory.glob("*.pid"))) < count:
+        assert time.monotonic() < deadline, f"only {list(directory.iterdir())} in {directory}"
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+def test_launch_sigint(tmp_path: Path) -> None:
+    name = unique_store_name("sigint")
+    app = write_app(tmp_path, "app.py", SLEEP_APP)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+
+    launcher = start_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)],
+                            extra_env={"PID_DIR": str(pid_dir)})
+    try:
+        wait_for_files(pid_dir, 4, timeout_s=30)
+        assert segments_of(name) != []
+        launcher.send_signal(signal.SIGINT)
+        stdout, stderr = launcher.communicate(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+    assert launcher.returncode == 128 + signal.SIGINT, stderr.decode()
+    assert "received SIGINT" in stderr.decode()
+    assert "[rank 1] started" in stdout.decode().splitlines()
+    assert_launch_gone(name, pid_dir)
+
+
+@pytest.mark.timeout(90)
+def test_launch_daemon_killed(tmp_path: Path) -> None:
+    name = unique_store_name("daemon")
+    app = write_app(tmp_path, "app.py", SLEEP_APP)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+
+    launcher = start_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)],
+                            extra_env={"PID_DIR": str(pid_dir)})
+    try:
+        wait_for_files(pid_dir, 4, timeout_s=30)
+        daemons = [process for process in processes_of(name)
+                   if "serve" in process.cmdline()]
+        assert len(daemons) == 1
+        daemons[0].kill()
+        _stdout, stderr = launcher.communicate(timeout=30)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+
+    assert launcher.returncode == 1
+    assert "exited with code 137 during the run" in stderr.decode()
+    assert_launch_gone(name, pid_dir)
+
+
+EXCHANGE_APP = """\
+import os
+import numpy as np
+import shmstore
+
+rank = int(os.environ["SHMSTORE_RANK"])
+nranks = int(os.environ["SHMSTORE_NRANKS"])
+seed = int(os.environ["SHMSTORE_TEST_SEED"])
+
+with shmstore.Client(os.environ["SHMSTORE_NAME"]) as client:
+    mine = np.random.default_rng(seed + rank).integers(0, 1000, size=4096, dtype=np.int64)
+    client.put_tensor(f"part-{rank}", mine)
+    total = 0
+    for other in range(nranks):
+        assert client.poll_tensor(f"part-{other}", 10, 3000), f"part-{other} never arrived"
+        total += int(np.asarray(client.get_tensor(f"part-{other}")).sum())
+print(f"total={total}", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_launch_concurrent_names(tmp_path: Path) -> None:
+    seed = seed_from_environment()
+    app = write_app(tmp_path, "app.py", EXCHANGE_APP)
+    names = [unique_store_name("pair"), unique_store_name("pair")]
+    expected = sum(
+        int(np.random.default_rng(seed + rank).integers(0, 1000, size=4096, dtype=np.int64).sum())
+        for rank in range(2)
+    )
+
+    launchers = [start_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)],
+                              extra_env={"SHMSTORE_TEST_SEED": str(seed)})
+                 for name in names]
+    results = [launcher.communicate(timeout=90) for launcher in launchers]
+
+    for name, launcher, (stdout, stderr) in zip(names, launchers, results):
+        assert launcher.returncode == 0, stderr.decode()
+        lines = stdout.decode().splitlines()
+        assert f"[rank 0] total={expected}" in lines
+        assert f"[rank 1] total={expected}" in lines
+        assert_launch_gone(name)
+
+
+@pytest.mark.timeout(60)
+def test_launch_name_in_use(tmp_path: Path) -> None:
+    name = unique_store_name("busy")
+    app = write_app(tmp_path, "app.py", SLEEP_APP)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+
+    first = start_launch(tmp_path, name, [], [sys.executable, str(app)],
+                         extra_env={"PID_DIR": str(pid_dir)})
+    try:
+        wait_for_files(pid_dir, 2, timeout_s=30)
+        code, _stdout, stderr = run_launch(tmp_path, name, [], [sys.executable, str(app)],
+                                           extra_env={"PID_DIR": str(tmp_path)})
+        assert code == 1
+        assert "already served by a live daemon" in stderr
+        assert first.poll() is None
+        assert segments_of(name) != []
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+
+    assert first.returncode == 128 + signal.SIGTERM
+    assert_launch_gone(name, pid_dir)
+
+
+MPI_APP = """\
+import os
+import numpy as np
+import shmstore
+
+rank = int(os.environ["OMPI_COMM_WORLD_RANK"])
+with shmstore.Client(os.environ["SHMSTORE_NAME"]) as client:
+    client.put_tensor(f"mpi-{rank}", np.full(16, rank, dtype=np.int32))
+    back = np.asarray(client.get_tensor(f"mpi-{rank}"))
+print(f"mpi rank={rank} nranks={os.environ['SHMSTORE_NRANKS']} sum={int(back.sum())}", flush=True)
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.skipif(shutil.which("mpirun") is None,
+                    reason="mpirun not found; install openmpi-bin to run the --mpi test")
+def test_launch_mpi(tmp_path: Path) -> None:
+    name = unique_store_name("mpi")
+    app = write_app(tmp_path, "app.py", MPI_APP)
+
+    code, stdout, stderr = run_launch(tmp_path, name, ["--mpi", "--ranks", "2"],
+                                      [sys.executable, str(app)], timeout_s=100)
+
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert "[rank 0] mpi rank=0 nranks=2 sum=0" in lines
+    assert "[rank 1] mpi rank=1 nranks=2 sum=16" in lines
+    log_dir = tmp_path / "logs" / name
+    assert "mpi rank=1" in (log_dir / "rank-1.log").read_text()
+    assert_launch_gone(name)
+
+
+@pytest.mark.timeout(60)
+def test_launch_missing_command(tmp_path: Path) -> None:
+    name = unique_store_name("nocmd")
+
+    code, _stdout, stderr = run_launch(tmp_path, name, ["--ranks", "2"],
+                                       [str(tmp_path / "does-not-exist")])
+
+    assert code == 1
+    assert "cannot start the application" in stderr
+    assert_launch_gone(name)
