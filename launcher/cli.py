@@ -54,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=positive_int,
                         help="number of inference workers per daemon (passed to shmstore serve)")
     parser.add_argument("--device", help="inference device, like cpu or cuda:0 (passed to serve)")
+
     parser.add_argument("--model", action="append", default=[], metavar="KEY=PATH[,SETTING=V...]",
                         help="store a TorchScript model before the ranks start; settings: "
                              "batch_size, min_batch_size, min_batch_timeout (ms), device, "
                              "backend; repeat for several models")
+
     parser.add_argument("--ranks", type=positive_int, default=1,
                         help="number of application processes (default 1)")
     parser.add_argument("--mpi", action="store_true",
@@ -68,12 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nodes", type=positive_int,
                         help="nodes to use under slurm or pbs, one daemon each (default: all "
                              "nodes of the allocation)")
+
     parser.add_argument("--log-dir", help="folder for daemon.log and rank-N.log "
                                           "(default ./shmstore-logs/NAME)")
     parser.add_argument("--start-timeout", type=positive_float, default=60.0, metavar="SECONDS",
-                        help="time for the store to answer and the models to load (default 60)")
+                        help="seconds to wait for the store to become ready and the models to "
+                             "load (default 60)")
     parser.add_argument("--grace-period", type=positive_float, default=5.0, metavar="SECONDS",
                         help="time between SIGTERM and SIGKILL when stopping (default 5)")
+
     parser.add_argument("--dry-run", action="store_true",
                         help="print the command lines of the launch and exit")
     return parser

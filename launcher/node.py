@@ -4,7 +4,7 @@ The launcher runs these on every node: directly for a local launch, through srun
 under a workload manager.
 
 - serve: run the daemon (`shmstore serve`) in this process, its log on stdout.
-- prepare: wait until the store of this node answers, then store the models in it.
+- prepare: wait until the store of this node accepts clients, then store the models in it.
 - cleanup: stop a daemon of the store that still runs on this node (SIGTERM, then SIGKILL),
   then remove the store's leftover segments.
 """
@@ -45,7 +45,7 @@ def serve(name: str, memory: str, workers: Optional[int], device: Optional[str])
 
 
 def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
-    """Wait until store `name` answers on this node, then store the models; return 0 on success."""
+    """Wait until store `name` on this node is ready, then store the models; return 0 on success."""
     import shmstore
 
     host = socket.gethostname()
@@ -58,7 +58,7 @@ def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
     try:
         shmstore.wait_for_store(name, timeout_s)
     except shmstore.ShmstoreError as error:
-        logger.error("store %r on %s did not answer within %g s: %s", name, host, timeout_s, error)
+        logger.error("timed out after %g s waiting for store %r on %s: %s", timeout_s, name, host, error)
         return 1
 
     try:
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare_parser = actions.add_parser("prepare", help="wait for the store, store the models")
     prepare_parser.add_argument("--name", required=True, help="store name")
     prepare_parser.add_argument("--timeout", type=float, default=60.0,
-                                help="seconds to wait for the store to answer (default 60)")
+                                help="seconds to wait for the store to become ready (default 60)")
     prepare_parser.add_argument("--model", action="append", default=[],
                                 help="KEY=PATH[,setting=value...], as for shmstore launch")
 

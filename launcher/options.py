@@ -58,7 +58,7 @@ class LaunchOptions:
     nodes: Optional[int] = None
     log_dir: str = ""
     dry_run: bool = False
-    # Seconds to wait for the store to answer after the daemon starts.
+    # Seconds to wait for the store to become ready and the models to load.
     start_timeout_s: float = 60.0
     # Seconds a rank or the daemon gets between SIGTERM and SIGKILL.
     grace_period_s: float = 5.0

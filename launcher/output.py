@@ -11,8 +11,8 @@ import re
 import threading
 from typing import BinaryIO, Callable, Optional
 
-# Parses a line of a tagged stream into (rank, text); rank None means the line came from the
-# tool that started the ranks (mpirun, srun), not from a rank.
+# Parses a line of a tagged stream into (rank, text). A rank of None means that the line came
+# from the tool that started the ranks (mpirun, srun), not from a rank.
 LineParser = Callable[[bytes], tuple[Optional[int], bytes]]
 
 # `mpirun --tag-output` (Open MPI 4.x) writes `[JOBID,RANK]<stdout>:TEXT` or `<stderr>:`.

@@ -2,7 +2,7 @@
 
 A plan is pure data built from LaunchOptions, so `--dry-run` prints exactly what a launch runs
 and tests can check the command lines without Slurm or PBS. The builder for each scheduler is
-in `schedulers.py`; this file holds the shared types.
+in `schedulers.py`, and this file contains the shared types.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from .options import LaunchOptions
 from .output import LineParser
 
 # Environment variables that tell a rank which store to use. SHMSTORE_RANK is set only where
-# the launcher starts each rank itself; under mpirun, srun and mpiexec the rank comes from the
+# the launcher starts each rank itself. Under mpirun, srun and mpiexec the rank comes from the
 # MPI or Slurm environment (see `env.rank_from_environment`).
 ENV_NAME = "SHMSTORE_NAME"
 ENV_RANK = "SHMSTORE_RANK"
@@ -42,8 +42,8 @@ class LaunchPlan:
     """The command lines of one launch, in the order the supervisor runs them.
 
     daemon_steps run in the background for the whole launch (one per node under PBS, one in
-    total otherwise). prepare_steps must all exit 0 before any rank starts: they wait until the
-    store answers and store the models. cleanup_steps run after the daemons were stopped, on
+    total otherwise). prepare_steps must all exit 0 before any rank starts, because they wait
+    until the store is ready and then store the models. cleanup_steps run after the daemons were stopped, on
     every node; a local launch removes the segments itself and has none.
     """
 
@@ -63,7 +63,7 @@ class LaunchPlan:
         lines.append("# 1. daemons (background, for the whole run)")
         lines.extend(shlex.join(argv) + " &" for argv in self.daemon_steps)
 
-        lines.append("# 2. wait until every store answers, store the models (all at once)")
+        lines.append("# 2. wait until every store is ready, store the models (all at once)")
         lines.extend(shlex.join(argv) for argv in self.prepare_steps)
 
         lines.append("# 3. application")

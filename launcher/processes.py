@@ -1,6 +1,6 @@
 """Process-group helpers for the supervisor: stop groups, find and reap leftover processes.
 
-Every process the launcher starts leads its own session and process group, so one signal to
+Every process the launcher starts leads its own session and process group. So one signal to
 the group reaches the process and everything it started, and a Ctrl-C in the terminal reaches
 only the launcher, which then stops the rest in order.
 """
@@ -55,13 +55,13 @@ def signal_group(pgid: int, signum: int) -> None:
 
 def live_group_members(pgids: Iterable[int]) -> list[psutil.Process]:
     """Return the processes, zombies excluded, whose process group is one of pgids."""
-    wanted = set(pgids)
+    pgid_set = set(pgids)
     members = []
     for process in psutil.process_iter(["status"]):
         if process.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
-            if os.getpgid(process.pid) in wanted:
+            if os.getpgid(process.pid) in pgid_set:
                 members.append(process)
         except ProcessLookupError:
             continue

@@ -77,7 +77,7 @@ def build_slurm_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Laun
     """Plan one daemon per node as a background srun step and the ranks as a second step.
 
     The daemon, prepare and cleanup steps pass `--overlap` so that they share the CPUs and
-    memory of the allocation with the application step instead of waiting for them; they set
+    memory of the allocation with the application step instead of waiting for them. They set
     `--ntasks` explicitly because srun otherwise inherits SLURM_NTASKS from the batch job.
     """
     nodes = slurm_node_count(options, environ)
@@ -105,8 +105,8 @@ def build_slurm_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Laun
 def read_pbs_hosts(environ: Mapping[str, str]) -> list[tuple[str, int]]:
     """Read PBS_NODEFILE and return each host once, with the index of its first line.
 
-    The node file has one line per allocated slot, so a host appears several times; pbsdsh
-    `-n INDEX` addresses a slot by its line index, and the first one of each host runs the
+    The node file has one line per allocated slot, so a host appears several times. pbsdsh
+    `-n INDEX` addresses a slot by its line index, and the first slot of each host runs the
     host's single daemon.
     """
     path = environ.get("PBS_NODEFILE", "")
@@ -133,8 +133,8 @@ def read_pbs_hosts(environ: Mapping[str, str]) -> list[tuple[str, int]]:
 def build_pbs_plan(options: LaunchOptions, environ: Mapping[str, str]) -> LaunchPlan:
     """Plan one daemon per host with pbsdsh and the ranks with Open MPI's mpiexec.
 
-    NOTE: the mpiexec options (`--host`, `-x`, `--tag-output`) are Open MPI's; an MPI library
-    with another mpiexec (MPICH, HPE MPT, Cray) needs them translated by hand from --dry-run.
+    NOTE: the mpiexec options (`--host`, `-x`, `--tag-output`) are Open MPI's. With another MPI
+    library (MPICH, HPE MPT, Cray), translate the application line of --dry-run by hand.
     """
     hosts = read_pbs_hosts(environ)
     if options.nodes is not None:

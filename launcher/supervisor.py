@@ -4,8 +4,8 @@ NOTE [launch protocol]
 1. Refuse a store name that a live daemon already holds on this node.
 2. Start the daemon steps in the background, each leading its own process group, output to
    `daemon.log`.
-3. Run the prepare steps and wait until all of them exit 0: they wait until each store
-   answers and store the models, so no rank races the model load. A daemon that exits, a
+3. Run the prepare steps and wait until all of them exit 0. They wait until each store
+   accepts clients and then store the models, so no rank races the model load. A daemon that exits, a
    prepare step that fails or the start timeout ends the launch with exit code 1 and the tail
    of the daemon's log.
 4. Start the application steps (one per rank, or one mpirun/srun/mpiexec for all ranks) and
@@ -160,17 +160,17 @@ class Supervisor:
         deadline = time.monotonic() + timeout_s
         while any(step.poll() is None for step in steps):
             self._raise_if_interrupted()
-            self._check_daemons("before the store answered")
+            self._check_daemons("before the store was ready")
             if time.monotonic() > deadline:
                 raise LaunchError(
-                    f"store {self._plan.store_name!r} did not answer within {timeout_s:g} s. "
+                    f"timed out after {timeout_s:g} s waiting for store {self._plan.store_name!r}. "
                     f"Last lines of {self.daemon_log}:\n{read_log_tail(self.daemon_log)}"
                 )
             time.sleep(POLL_INTERVAL_S)
 
         failed = [step for step in steps if step.returncode != 0]
         if failed:
-            self._check_daemons("before the store answered")
+            self._check_daemons("before the store was ready")
             raise LaunchError(
                 f"preparing store {self._plan.store_name!r} failed (exit code "
                 f"{exit_code(failed[0].returncode)}). Last lines of {prepare_log}:\n"
