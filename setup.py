@@ -6,8 +6,9 @@ One `pip install .` (or `pip install -e .`) runs the steps below, in order:
 2. link those objects into shmstore/lib/libshmstore.so and copy the public header to
    shmstore/include/shmstore.h, for C and Fortran programs (`shmstore config --libs`);
 3. call the Fortran build hook (fortran/build_fortran.py) when that file exists;
-4. cythonize cython/_core.pyx and link it with the same objects into the extension
-   `shmstore._core`, so that Python needs no shared library at run time.
+4. cythonize cython/_core.pyx (and every other cython/*.pyx) and link each with the same
+   objects into the extension `shmstore._core` (`shmstore.<stem>`), so that Python needs no
+   shared library at run time.
 
 For a regular install the outputs go into the build tree and from there into the wheel. For an
 editable install (`pip install -e .`, or `setup.py build_ext --inplace`) they go into the
@@ -147,9 +148,10 @@ class BuildCoreAndExtension(build_ext):
     # ---- Fortran build hook -------------------------------------------------------------
     # fortran/build_fortran.py exposes
     #     build(lib_dir: str, include_dir: str, mod_dir: str, build_temp: str) -> bool
-    # It compiles the Fortran module against libshmstore.so when gfortran is found and writes
-    # the module files and libshmstore_fortran.so into mod_dir (shmstore/fortran/). Without
-    # gfortran it prints why and returns False; the Python install goes on without Fortran.
+    # It compiles the Fortran module against libshmstore.so when gfortran is found, writes the
+    # module files into mod_dir (shmstore/fortran/) and libshmstore_fortran.so into lib_dir.
+    # Without gfortran it prints why and returns False; the Python install goes on without
+    # Fortran.
     def run_fortran_hook(self, lib_dir: str, include_dir: str, package_out: str) -> None:
         hook_path = os.path.join(ROOT, FORTRAN_HOOK)
         if not os.path.isfile(hook_path):
@@ -175,16 +177,25 @@ class BuildCoreAndExtension(build_ext):
 
 
 def extensions() -> list[Extension]:
-    core = Extension(
-        "shmstore._core",
-        sources=["cython/_core.pyx"],
-        include_dirs=[os.path.join(CSRC_DIR, "include")],
-        extra_compile_args=["-O2", "-pthread"],
-        extra_link_args=LINK_FLAGS,
-        libraries=LINK_LIBRARIES,
-    )
+    """Return one extension shmstore.<stem> per cython/<stem>.pyx, each linked with the core.
+
+    Each extension gets its own copy of the core objects (Python loads extensions with
+    RTLD_LOCAL, so the copies do not clash), so that no extension needs libshmstore.so at run
+    time.
+    """
+    modules = []
+    for source in sorted(glob.glob(os.path.join("cython", "*.pyx"))):
+        stem = os.path.splitext(os.path.basename(source))[0]
+        modules.append(Extension(
+            f"shmstore.{stem}",
+            sources=[source],
+            include_dirs=[os.path.join(CSRC_DIR, "include"), CSRC_DIR],
+            extra_compile_args=["-O2", "-pthread"],
+            extra_link_args=LINK_FLAGS,
+            libraries=LINK_LIBRARIES,
+        ))
     return cythonize(
-        [core],
+        modules,
         include_path=["cython"],
         compiler_directives={"language_level": "3", "embedsignature": True},
     )

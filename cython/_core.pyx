@@ -15,7 +15,7 @@ from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABL
 from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_F_CONTIGUOUS, PyBUF_ANY_CONTIGUOUS
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.memoryview cimport PyMemoryView_FromMemory
-from cpython.buffer cimport PyBUF_WRITE
+from cpython.buffer cimport PyBUF_WRITE, PyObject_GetBuffer, PyBuffer_Release
 from libc.errno cimport EINTR, EBADF, EINVAL
 from libc.stdint cimport int32_t, int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -513,14 +513,17 @@ cdef class Client:
             pending.memory = memoryview(bytearray())
         return pending
 
-    def put_bytes(self, key, const unsigned char[::1] data, int dtype, shape, int order):
-        """Store a copy of a contiguous buffer as a tensor (one call, no PendingPut)."""
+    def put_buffer(self, key, data, int dtype, shape, int order):
+        """Store a copy of data, a C- or Fortran-contiguous buffer, in one C call.
+
+        The bytes are taken as they lie in memory; dtype, shape and order describe them.
+        """
         cdef c.shmstore_client_t *handle = self.require()
         cdef bytes encoded = encode_key(key)
         cdef const char *key_ptr = encoded
         cdef int ndim = len(shape)
         cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
-        cdef const void *data_ptr = NULL
+        cdef Py_buffer source
         cdef int rc
         cdef int i
 
@@ -529,17 +532,19 @@ cdef class Client:
                 f"tensor {key!r} has rank {ndim}; the maximum is {c.SHMSTORE_NDIM_MAX}")
         for i in range(ndim):
             dims[i] = shape[i]
-        if data.shape[0] > 0:
-            data_ptr = &data[0]
 
-        while True:
-            with nogil:
-                rc = c.shmstore_put(handle, key_ptr, data_ptr, <c.shmstore_dtype_t>dtype,
-                                    ndim, dims, <c.shmstore_order_t>order)
-            if rc != -EINTR:
-                break
-            PyErr_CheckSignals()
-        check(rc, f"put_tensor({key!r}, {data.shape[0]} bytes)")
+        PyObject_GetBuffer(data, &source, PyBUF_ANY_CONTIGUOUS | PyBUF_STRIDES)
+        try:
+            while True:
+                with nogil:
+                    rc = c.shmstore_put(handle, key_ptr, source.buf, <c.shmstore_dtype_t>dtype,
+                                        ndim, dims, <c.shmstore_order_t>order)
+                if rc != -EINTR:
+                    break
+                PyErr_CheckSignals()
+            check(rc, f"put_tensor({key!r}, {source.len} bytes)")
+        finally:
+            PyBuffer_Release(&source)
 
     def get(self, key):
         """Pin the current version of key and return a View of it."""
@@ -562,14 +567,13 @@ cdef class Client:
         return view
 
     def unpack(self, key, out, int dtype, shape, int order):
-        """Copy the tensor under key into the writable buffer out (dtype, shape, order given)."""
+        """Copy the tensor under key into out, a writable C- or Fortran-contiguous buffer."""
         cdef c.shmstore_client_t *handle = self.require()
         cdef bytes encoded = encode_key(key)
         cdef const char *key_ptr = encoded
-        cdef unsigned char[::1] target = out
-        cdef void *target_ptr = NULL
         cdef int ndim = len(shape)
         cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
+        cdef Py_buffer target
         cdef int rc
         cdef int i
 
@@ -578,17 +582,20 @@ cdef class Client:
                              f"{c.SHMSTORE_NDIM_MAX}")
         for i in range(ndim):
             dims[i] = shape[i]
-        if target.shape[0] > 0:
-            target_ptr = &target[0]
 
-        while True:
-            with nogil:
-                rc = c.shmstore_unpack(handle, key_ptr, target_ptr, <c.shmstore_dtype_t>dtype,
-                                       ndim, dims, <c.shmstore_order_t>order)
-            if rc != -EINTR:
-                break
-            PyErr_CheckSignals()
-        check(rc, f"unpack_tensor({key!r})")
+        PyObject_GetBuffer(out, &target, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS | PyBUF_STRIDES)
+        try:
+            while True:
+                with nogil:
+                    rc = c.shmstore_unpack(handle, key_ptr, target.buf,
+                                           <c.shmstore_dtype_t>dtype, ndim, dims,
+                                           <c.shmstore_order_t>order)
+                if rc != -EINTR:
+                    break
+                PyErr_CheckSignals()
+            check(rc, f"unpack_tensor({key!r})")
+        finally:
+            PyBuffer_Release(&target)
 
     def delete(self, key):
         cdef c.shmstore_client_t *handle = self.require()
@@ -753,6 +760,29 @@ cdef class Client:
                 break
             PyErr_CheckSignals()
         check(rc, f"set_model({key!r}, {model_bytes} bytes)")
+
+    def set_model_from_file(self, key, path, str backend="TORCH", str device="CPU",
+                            int batch_size=0, int min_batch_size=0,
+                            int min_batch_timeout_ms=0):
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef bytes encoded = encode_key(key)
+        cdef bytes path_encoded = encode_text(str(path), "model path")
+        cdef bytes backend_encoded = encode_text(backend, "backend")
+        cdef bytes device_encoded = encode_text(device, "device")
+        cdef const char *key_ptr = encoded
+        cdef const char *path_ptr = path_encoded
+        cdef const char *backend_ptr = backend_encoded
+        cdef const char *device_ptr = device_encoded
+        cdef int rc
+        while True:
+            with nogil:
+                rc = c.shmstore_set_model_from_file(handle, key_ptr, path_ptr, backend_ptr,
+                                                    device_ptr, batch_size, min_batch_size,
+                                                    min_batch_timeout_ms)
+            if rc != -EINTR:
+                break
+            PyErr_CheckSignals()
+        check(rc, f"set_model_from_file({key!r}, {str(path)!r})")
 
     def model_exists(self, key):
         cdef c.shmstore_client_t *handle = self.require()

@@ -1,0 +1,159 @@
+"""The `shmstore` command: serve, status and config subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional
+
+from shmstore import config
+from shmstore.errors import ShmstoreError
+
+DEFAULT_NAME = "default"
+
+
+class _LogFormatter(logging.Formatter):
+    """Format records as "shmstore: message", with the level named for warnings and errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        if record.levelno >= logging.WARNING:
+            return f"shmstore: {record.levelname.lower()}: {message}"
+        return f"shmstore: {message}"
+
+
+def configure_logging(level: str) -> None:
+    """Send log records to stderr unless the embedding program configured logging already."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_LogFormatter("%(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+
+
+def default_store_name() -> str:
+    return os.environ.get("SHMSTORE_NAME") or DEFAULT_NAME
+
+
+def parse_size_argument(text: str) -> int:
+    from shmstore.sizes import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid integer {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shmstore", description="Node-local shared-memory tensor store.")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="lowest level of log messages printed on stderr (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the daemon of a store in the foreground")
+    serve.add_argument("--name", default=default_store_name(),
+                       help="store name (default: $SHMSTORE_NAME, else 'default')")
+    serve.add_argument("--memory", required=True, type=parse_size_argument,
+                       help="data arena size in bytes, with an optional binary unit K, M, G "
+                            "or T (512M, 1.5G, 4G)")
+    serve.add_argument("--max-clients", type=positive_int, default=0,
+                       help="max number of attached client processes (default 256)")
+    serve.add_argument("--max-keys", type=positive_int, default=0,
+                       help="max number of stored keys (default 65536)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="number of inference workers (not available yet: ignored with a "
+                            "warning)")
+    serve.add_argument("--device", default=None,
+                       help="inference device, cpu or cuda:N (not available yet)")
+
+    status = commands.add_parser("status", help="print memory, keys and clients of a store")
+    status.add_argument("--name", default=default_store_name(),
+                        help="store name (default: $SHMSTORE_NAME, else 'default')")
+
+    flags = commands.add_parser(
+        "config", help="print compiler and linker flags for C and Fortran programs")
+    flags.add_argument("--cflags", action="store_true", help="C compiler flags (-I...)")
+    flags.add_argument("--libs", action="store_true",
+                       help="linker flags (-L... -Wl,-rpath,... -lshmstore)")
+    flags.add_argument("--fflags", action="store_true",
+                       help="Fortran compiler flags (-I of the module folder)")
+    return parser
+
+
+def run_serve(arguments: argparse.Namespace) -> int:
+    from shmstore.daemon import ServeOptions, serve
+
+    options = ServeOptions(
+        name=arguments.name,
+        memory_bytes=arguments.memory,
+        max_clients=arguments.max_clients,
+        max_keys=arguments.max_keys,
+        workers=arguments.workers,
+        device=arguments.device,
+    )
+    return serve(options)
+
+
+def run_status(arguments: argparse.Namespace) -> int:
+    from shmstore.status import format_status, store_stats
+
+    try:
+        stats = store_stats(arguments.name)
+    except ShmstoreError as error:
+        print(f"shmstore: error: cannot read store {arguments.name!r}: {error}. Start it with "
+              f"`shmstore serve --name {arguments.name} --memory SIZE`.", file=sys.stderr)
+        return 1
+    print(format_status(arguments.name, stats))
+    return 0
+
+
+def run_config(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if not (arguments.cflags or arguments.libs or arguments.fflags):
+        parser.error("config needs at least one of --cflags, --libs, --fflags")
+
+    flags: List[str] = []
+    try:
+        if arguments.cflags:
+            flags += config.cflags()
+        if arguments.fflags:
+            flags += config.fflags()
+        if arguments.libs:
+            flags += config.libs()
+    except config.BuildMissingError as error:
+        print(f"shmstore: error: {error}", file=sys.stderr)
+        return 1
+    print(" ".join(flags))
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Run the shmstore command with argv (default: sys.argv[1:]); return the exit code."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    configure_logging(arguments.log_level)
+
+    if arguments.command == "serve":
+        return run_serve(arguments)
+    if arguments.command == "status":
+        return run_status(arguments)
+    return run_config(arguments, parser)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
