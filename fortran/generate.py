@@ -107,7 +107,7 @@ def put_procedure(element: ElementType, rank: int) -> str:
             code = put_data(this, key, c_loc(array), {element.dtype}, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), {element.dtype}, &
                 shape(array, kind=c_int64_t), dims)
         end if

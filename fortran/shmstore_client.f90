@@ -745,7 +745,7 @@ contains
         integer, intent(in) :: rank
         integer(c_int64_t), intent(out) :: extents(rank)
         integer :: code
-        integer(c_int64_t), allocatable :: stored(:)
+        integer(c_int64_t), pointer :: stored(:)
         character(len=120) :: text
 
         extents = 0
@@ -762,7 +762,7 @@ contains
             return
         end if
 
-        stored = view%shape()
+        call c_f_pointer(view%c_view%dims, stored, [rank])
         if (view%c_view%order == SHMSTORE_ORDER_F) then
             extents = stored
         else
@@ -1134,7 +1134,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1199,7 +1199,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1264,7 +1264,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1329,7 +1329,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1394,7 +1394,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1459,7 +1459,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1524,7 +1524,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1589,7 +1589,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_FLOAT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1654,7 +1654,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1719,7 +1719,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1784,7 +1784,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1849,7 +1849,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT8, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1914,7 +1914,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -1979,7 +1979,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2044,7 +2044,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2109,7 +2109,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT16, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2174,7 +2174,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2239,7 +2239,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2304,7 +2304,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2369,7 +2369,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT32, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2434,7 +2434,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2499,7 +2499,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2564,7 +2564,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
@@ -2629,7 +2629,7 @@ contains
             code = put_data(this, key, c_loc(array), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         else
-            buffer = array
+            allocate(buffer, source=array)
             code = put_data(this, key, c_loc(buffer), SHMSTORE_INT64, &
                 shape(array, kind=c_int64_t), dims)
         end if
