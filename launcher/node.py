@@ -151,10 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one node-side action; return its exit code."""
     arguments = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="shmstore launch (node): %(message)s")
-
     if arguments.action == "serve":
+        # The daemon configures its own logging, which it skips when handlers already exist.
         return serve(arguments.name, arguments.memory, arguments.workers, arguments.device)
+
+    logging.basicConfig(level=logging.INFO, format="shmstore launch (node): %(message)s")
     if arguments.action == "prepare":
         return prepare(arguments.name, arguments.timeout, arguments.model)
     return cleanup(arguments.name, arguments.grace_period)

@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device", default=None,
                        help="inference device, cpu or cuda:N (not available yet)")
 
+    commands.add_parser("launch", add_help=False,
+                        help="start a daemon next to an application and run its ranks "
+                             "(shmstore launch --help)")
+
     status = commands.add_parser("status", help="print memory, keys and clients of a store")
     status.add_argument("--name", default=default_store_name(),
                         help="store name (default: $SHMSTORE_NAME, else 'default')")
@@ -142,8 +146,23 @@ def run_config(arguments: argparse.Namespace, parser: argparse.ArgumentParser) -
     return 0
 
 
+def run_launch(argv: List[str]) -> int:
+    """Run `shmstore launch`, implemented in shmstore.launcher (see docs/launch.md).
+
+    It is dispatched before argparse because everything after its `--` is the application's
+    own command line.
+    """
+    from shmstore.launcher.cli import main as launch_main
+
+    return launch_main(argv)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     """Run the shmstore command with argv (default: sys.argv[1:]); return the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["launch"]:
+        return run_launch(argv[1:])
+
     parser = build_parser()
     arguments = parser.parse_args(argv)
     configure_logging(arguments.log_level)
