@@ -91,7 +91,9 @@ module shmstore_client
     !> client%get_tensor_view and unpinned by view%release. The memory
     !> stays valid and unchanged until the release, even if the key is
     !> overwritten or deleted. Writing through a pointer from get_pointer
-    !> corrupts the store for every reader.
+    !> corrupts the store for every reader. A copy of a view shares its pin,
+    !> so release only one copy. A view that goes out of scope unreleased
+    !> stays pinned until the process exits.
     type :: tensor_view_type
         private
         type(c_view_type) :: c_view

@@ -117,8 +117,11 @@ def start_daemon(name: str, log_path: Path) -> subprocess.Popen:
 
 @pytest.fixture
 def store_name(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Yield the name of a running store: the shared `store` fixture of conftest.py when
-    it exists, else a daemon started here that is stopped with SIGTERM afterwards."""
+    """Yield the name of a running store.
+
+    The store comes from the `store` fixture of conftest.py when that fixture exists,
+    else from a daemon started here and stopped with SIGTERM afterwards.
+    """
     try:
         yield request.getfixturevalue("store")
         return
