@@ -128,7 +128,8 @@ typedef struct infer_slot {
 
     /* Written by the owner before it stores SUBMITTED; read by the worker
      * after its acquire CAS to TAKEN. */
-    int64_t deadline_ns;               /* CLOCK_MONOTONIC; 0: none */
+    int64_t submitted_ns;              /* CLOCK_MONOTONIC at submission */
+    int64_t deadline_ns;               /* CLOCK_MONOTONIC */
     uint32_t kind;                     /* enum infer_kind */
     uint32_t n_inputs;
     uint32_t n_outputs;

@@ -96,7 +96,8 @@ static int append_string(infer_slot_t *slot, size_t *used, const char *text)
     return 0;
 }
 
-static int write_body(infer_slot_t *slot, const infer_request_t *request, int64_t deadline_ns)
+static int write_body(infer_slot_t *slot, const infer_request_t *request, int64_t submitted_ns,
+                      int64_t deadline_ns)
 {
     size_t used = 0;
     int result = append_string(slot, &used, request->key);
@@ -109,6 +110,7 @@ static int write_body(infer_slot_t *slot, const infer_request_t *request, int64_
     if (result != 0)
         return result;
 
+    slot->submitted_ns = submitted_ns;
     slot->deadline_ns = deadline_ns;
     slot->kind = request->kind;
     slot->n_inputs = request->n_inputs;
@@ -252,7 +254,8 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
         return SHMSTORE_ENOWORKER;
     }
 
-    int64_t deadline_ns = shm_monotonic_ns() + request->timeout_ms * 1000000LL;
+    int64_t submitted_ns = shm_monotonic_ns();
+    int64_t deadline_ns = submitted_ns + request->timeout_ms * 1000000LL;
     uint32_t index;
     result = claim_slot(segment, deadline_ns, &index, message, message_bytes);
     if (result != 0)
@@ -266,7 +269,7 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     if (sequence == 0)
         sequence = 1;
 
-    result = write_body(slot, request, deadline_ns);
+    result = write_body(slot, request, submitted_ns, deadline_ns);
     if (result != 0) {
         format_message(message, message_bytes,
                        "the keys of the request for '%s' take more than the %u bytes a "
@@ -387,6 +390,7 @@ static int queue_ready(void *context)
  * then checks that the client did not abandon it during the copy. */
 static int copy_taken(infer_slot_t *slot, uint64_t taken_state, infer_taken_t *out)
 {
+    out->submitted_ns = slot->submitted_ns;
     out->deadline_ns = slot->deadline_ns;
     out->kind = slot->kind;
     out->n_inputs = slot->n_inputs;

@@ -93,6 +93,7 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
 typedef struct infer_taken {
     uint32_t slot;
     uint32_t sequence;
+    int64_t submitted_ns;
     int64_t deadline_ns;
     uint32_t kind;
     uint32_t n_inputs;

@@ -50,6 +50,7 @@ cdef extern from "infer_segment.h" nogil:
     ctypedef struct infer_taken_t:
         uint32_t slot
         uint32_t sequence
+        int64_t submitted_ns
         int64_t deadline_ns
         uint32_t kind
         uint32_t n_inputs
@@ -276,8 +277,8 @@ cdef class Segment:
 
     def take(self, uint32_t index, double timeout_s):
         """Take the next request for worker index, waiting up to timeout_s seconds (0: no
-        wait). Return None when nothing came, else a tuple (slot, sequence, deadline_ns,
-        kind, key, function, inputs, outputs)."""
+        wait). Return None when nothing came, else a tuple (slot, sequence, submitted_ns,
+        deadline_ns, kind, key, function, inputs, outputs); times are CLOCK_MONOTONIC ns."""
         cdef infer_segment_t *segment = self._checked()
         cdef infer_taken_t *taken = <infer_taken_t *>malloc(sizeof(infer_taken_t) +
                                                             INFER_BODY_BYTES)
@@ -300,7 +301,8 @@ cdef class Segment:
             texts = [part.decode("utf-8", "replace") for part in strings]
             n_inputs = taken.n_inputs
             n_outputs = taken.n_outputs
-            return (taken.slot, taken.sequence, taken.deadline_ns, taken.kind, texts[0],
+            return (taken.slot, taken.sequence, taken.submitted_ns, taken.deadline_ns,
+                    taken.kind, texts[0],
                     texts[1], texts[2:2 + n_inputs],
                     texts[2 + n_inputs:2 + n_inputs + n_outputs])
         finally:
