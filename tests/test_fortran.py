@@ -3,8 +3,9 @@ rank, and the memory layout seen from Python.
 
 The C core and the Fortran module are built from the source tree into a temporary folder,
 so the tests do not depend on what `pip install` built. The Fortran test programs in
-fortran/tests/ run against a real daemon, and the Python side of each test reads or
-writes the same store with shmstore.Client.
+fortran/tests/ run against a real daemon (the `store` fixture of conftest.py), and the
+Python side of each test reads or writes the same store with shmstore.Client (the
+`client` fixture).
 """
 
 import errno
@@ -13,13 +14,11 @@ import logging
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, Iterator, List
+from typing import TYPE_CHECKING, Dict, List
 
 import numpy as np
 import pytest
@@ -92,67 +91,6 @@ def fortran_build(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
                      "-lshmstore_fortran", "-lshmstore"])
         paths[program] = executable
     return paths
-
-
-def start_daemon(name: str, log_path: Path) -> subprocess.Popen:
-    """Start `python -m shmstore serve` and wait until it logs that it is ready."""
-    log_file = open(log_path, "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "shmstore", "serve", "--name", name, "--memory", "256M"],
-        stdout=log_file, stderr=subprocess.STDOUT, cwd=ROOT)
-    log_file.close()
-
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if "shmstore: ready" in log_path.read_text():
-            return process
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-
-    process.kill()
-    process.wait()
-    pytest.fail(f"shmstore serve --name {name} did not become ready:\n{log_path.read_text()}")
-
-
-@pytest.fixture
-def store_name(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Yield the name of a running store.
-
-    The store comes from the `store` fixture of conftest.py when that fixture exists,
-    else from a daemon started here and stopped with SIGTERM afterwards.
-    """
-    try:
-        yield request.getfixturevalue("store")
-        return
-    except pytest.FixtureLookupError:
-        pass
-
-    name = f"fortran-{os.getpid()}-{request.node.name[:40]}"
-    process = start_daemon(name, tmp_path / "daemon.log")
-    try:
-        yield name
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        leftovers = list(Path("/dev/shm").glob(f"shmstore-{name}-*"))
-        assert leftovers == [], f"daemon left segments behind: {leftovers}"
-
-
-@pytest.fixture
-def client(store_name: str) -> Iterator["Client"]:
-    """Yield a Python client of the running store."""
-    from shmstore.client import Client
-
-    python_client = Client(store_name)
-    try:
-        yield python_client
-    finally:
-        python_client.close()
 
 
 def run_program(executable: Path, store: str, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -280,9 +218,9 @@ def test_dtype_constants_match_header() -> None:
 
 
 @pytest.mark.timeout(180)
-def test_api_program(fortran_build: Dict[str, Path], store_name: str,
+def test_api_program(fortran_build: Dict[str, Path], store: str,
                      client: "Client") -> None:
-    result = run_program(fortran_build["test_api"], store_name)
+    result = run_program(fortran_build["test_api"], store)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "test_api: all checks passed" in output
@@ -305,9 +243,9 @@ def test_api_program(fortran_build: Dict[str, Path], store_name: str,
 
 
 @pytest.mark.timeout(180)
-def test_types_program(fortran_build: Dict[str, Path], store_name: str,
+def test_types_program(fortran_build: Dict[str, Path], store: str,
                        client: "Client") -> None:
-    result = run_program(fortran_build["test_types"], store_name)
+    result = run_program(fortran_build["test_types"], store)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "test_types: all checks passed" in output
@@ -330,13 +268,13 @@ def test_types_program(fortran_build: Dict[str, Path], store_name: str,
 
 
 @pytest.mark.timeout(180)
-def test_layout_program(fortran_build: Dict[str, Path], store_name: str,
+def test_layout_program(fortran_build: Dict[str, Path], store: str,
                         client: "Client") -> None:
     matrix = np.array([[1, 2, 3], [4, 5, 6]], dtype=np.float64)
     client.put_tensor("layout_py_c", matrix)
     client.put_tensor("layout_py_f", np.asfortranarray(matrix))
 
-    result = run_program(fortran_build["test_layout"], store_name)
+    result = run_program(fortran_build["test_layout"], store)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "test_layout: all checks passed" in output
@@ -352,7 +290,7 @@ def test_layout_program(fortran_build: Dict[str, Path], store_name: str,
 
 
 @pytest.mark.timeout(180)
-def test_example_makefile(fortran_build: Dict[str, Path], store_name: str,
+def test_example_makefile(fortran_build: Dict[str, Path], store: str,
                           client: "Client", tmp_path: Path) -> None:
     example_dir = tmp_path / "example"
     shutil.copytree(FORTRAN_DIR / "examples", example_dir)
@@ -361,7 +299,7 @@ def test_example_makefile(fortran_build: Dict[str, Path], store_name: str,
                  f"SHMSTORE_FFLAGS=-I{fortran_build['mod']}",
                  f"SHMSTORE_LIBS=-L{lib_dir} -Wl,-rpath,{lib_dir} -lshmstore_fortran -lshmstore"])
 
-    result = run_program(example_dir / "heat_exchange", store_name)
+    result = run_program(example_dir / "heat_exchange", store)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "stored temperature_3, peak temperature   310.00" in output
