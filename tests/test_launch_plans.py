@@ -207,3 +207,17 @@ def test_segment_paths_exact_name(tmp_path: Path) -> None:
     assert paths == [str(tmp_path / "shmstore-a-ctl"), str(tmp_path / "shmstore-a-data")]
     assert removed == paths
     assert sorted(os.listdir(tmp_path)) == ["shmstore-a-b-ctl", "shmstore-ab-ctl"]
+
+
+@pytest.mark.timeout(30)
+def test_launch_missing_model_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pt"
+    result = subprocess.run(
+        [sys.executable, "-m", "shmstore.launcher", "--name", f"test-plans-{os.getpid()}",
+         "--log-dir", str(tmp_path / "logs"), "--model", f"eke={missing}", "--", "true"],
+        capture_output=True, text=True, timeout=30,
+    )
+
+    assert result.returncode == 2
+    assert f"model file not found for key 'eke': {missing}" in result.stderr
+    assert not (tmp_path / "logs").exists()
