@@ -8,9 +8,7 @@ of the store and no process of the launch is left.
 from __future__ import annotations
 
 import glob
-import logging
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -24,8 +22,6 @@ import numpy as np
 import psutil
 import pytest
 
-logger = logging.getLogger(__name__)
-
 _name_counter = 0
 
 
@@ -33,12 +29,6 @@ def unique_store_name(case: str) -> str:
     global _name_counter
     _name_counter += 1
     return f"test-launch-{os.getpid()}-{case}-{_name_counter}"
-
-
-def seed_from_environment() -> int:
-    seed = int(os.environ.get("SHMSTORE_TEST_SEED", random.randrange(2**31)))
-    logger.info("SHMSTORE_TEST_SEED=%d", seed)
-    return seed
 
 
 def write_app(tmp_path: Path, name: str, source: str) -> Path:
@@ -289,8 +279,7 @@ print(f"total={total}", flush=True)
 
 
 @pytest.mark.timeout(120)
-def test_launch_concurrent_names(tmp_path: Path) -> None:
-    seed = seed_from_environment()
+def test_launch_concurrent_names(tmp_path: Path, seed: int) -> None:
     app = write_app(tmp_path, "app.py", EXCHANGE_APP)
     names = [unique_store_name("pair"), unique_store_name("pair")]
     expected = sum(
