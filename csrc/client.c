@@ -1,0 +1,340 @@
+/*
+ * client.c - connect, disconnect, timeouts and daemon liveness.
+ */
+#define _GNU_SOURCE
+#include "client.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include "errors.h"
+#include "layout.h"
+#include "lock.h"
+#include "messages.h"
+#include "process.h"
+#include "ring_spsc.h"
+#include "spin_wait.h"
+
+/* Longest single wait for the store lock between two liveness checks. */
+#define LOCK_SLICE_MS 250
+
+static int timeout_from_environment(void)
+{
+    const char *text = getenv("SHMSTORE_TIMEOUT_MS");
+    if (text == NULL || *text == '\0')
+        return SHM_DEFAULT_TIMEOUT_MS;
+
+    char *end = NULL;
+    long value = strtol(text, &end, 10);
+    if (*end != '\0' || value <= 0 || value > 24L * 3600 * 1000)
+        return SHM_DEFAULT_TIMEOUT_MS;
+    return (int)value;
+}
+
+/* Returns 1 when the daemon holds its exclusive flock on the control
+ * segment, which the kernel drops however the daemon dies. */
+static int daemon_holds_lock(int ctl_fd)
+{
+    if (flock(ctl_fd, LOCK_SH | LOCK_NB) == 0) {
+        flock(ctl_fd, LOCK_UN);
+        return 0;
+    }
+    return 1;
+}
+
+int shm_client_check_alive(shmstore_client_t *client)
+{
+    shm_header_t *header = client->store.header;
+
+    /* Acquire: pairs with the daemon's release store of stopping. */
+    if (shm_load_acquire(&header->stopping) != 0) {
+        return shm_fail(SHMSTORE_ELOST, "store \"%s\" is shutting down (daemon pid %d stopped)",
+                        client->name, (int)header->daemon_pid);
+    }
+
+    /* Relaxed: the heartbeat is a timestamp; no other data depends on it. */
+    int64_t heartbeat = shm_load_relaxed(&header->heartbeat_ns);
+    if (shm_monotonic_ns() - heartbeat <= SHM_HEARTBEAT_STALE_NS)
+        return 0;
+
+    if (daemon_holds_lock(client->ctl.fd))
+        return 0;
+    return shm_fail(SHMSTORE_ELOST, "daemon pid %d of store \"%s\" died; restart it",
+                    (int)header->daemon_pid, client->name);
+}
+
+int shmstore_check_daemon(shmstore_client_t *client)
+{
+    if (client == NULL)
+        return shm_fail(-EINVAL, "client is NULL");
+    return shm_client_check_alive(client);
+}
+
+int shmstore_set_timeout(shmstore_client_t *client, int timeout_ms)
+{
+    if (client == NULL)
+        return shm_fail(-EINVAL, "client is NULL");
+    if (timeout_ms <= 0)
+        return shm_fail(-EINVAL, "timeout of %d ms is invalid: give a positive number",
+                        timeout_ms);
+    /* Relaxed: a setting read once per call; nothing else depends on it. */
+    shm_store_relaxed(&client->timeout_ms, timeout_ms);
+    return 0;
+}
+
+int shm_client_lock(shmstore_client_t *client)
+{
+    /* Relaxed: see shmstore_set_timeout. */
+    int timeout_ms = shm_load_relaxed(&client->timeout_ms);
+    int64_t deadline = shm_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+
+    for (;;) {
+        int result = shm_client_check_alive(client);
+        if (result != 0)
+            return result;
+
+        int64_t left_ms = (deadline - shm_monotonic_ns()) / 1000000;
+        int slice = left_ms < LOCK_SLICE_MS ? (int)(left_ms > 0 ? left_ms : 0) : LOCK_SLICE_MS;
+        result = shm_lock(&client->store, slice);
+        if (result != -ETIMEDOUT)
+            return result;
+        if (shm_monotonic_ns() >= deadline) {
+            return shm_fail(-ETIMEDOUT,
+                            "store lock of \"%s\" still taken after %d ms while the daemon "
+                            "lives; raise the timeout (SHMSTORE_TIMEOUT_MS)",
+                            client->name, timeout_ms);
+        }
+    }
+}
+
+void shm_client_unlock(shmstore_client_t *client)
+{
+    shm_unlock(&client->store);
+}
+
+static shm_spsc_t *slot_ring(shmstore_client_t *client)
+{
+    shm_header_t *header = client->store.header;
+    return (shm_spsc_t *)(client->store.ctl + header->rings_offset +
+                          (uint64_t)client->slot * header->ring_stride);
+}
+
+/* Sends a message to the daemon and rings its doorbell. A full ring only
+ * delays the event: the daemon also learns of attaching and detaching from
+ * the slot state. */
+static void send_message(shmstore_client_t *client, uint32_t type)
+{
+    shm_message_t message = {.type = type, .pid = client->pid};
+    shm_spsc_push(slot_ring(client), &message, sizeof message);
+    shm_doorbell_ring(&client->store.header->doorbell);
+}
+
+static int validate_header(const shm_mapping_t *ctl, const char *name)
+{
+    const shm_header_t *header = ctl->base;
+
+    if (ctl->bytes < sizeof(shm_header_t)) {
+        return shm_fail(SHMSTORE_EABI, "control segment of store \"%s\" has %llu bytes, less "
+                        "than its %zu-byte header", name, (unsigned long long)ctl->bytes,
+                        sizeof(shm_header_t));
+    }
+
+    /* Acquire: pairs with the daemon's release store of the magic, the
+     * last step of initialising the segment. */
+    uint64_t magic = shm_load_acquire(&((shm_header_t *)ctl->base)->magic);
+    if (magic == 0) {
+        return shm_fail(SHMSTORE_ENOSTORE, "store \"%s\" is still being created; retry",
+                        name);
+    }
+    if (magic != SHM_HEADER_MAGIC) {
+        return shm_fail(SHMSTORE_EABI, "control segment of store \"%s\" has magic %#llx, "
+                        "expected %#llx: not a shmstore segment", name,
+                        (unsigned long long)magic, (unsigned long long)SHM_HEADER_MAGIC);
+    }
+    if (header->abi_version != SHMSTORE_ABI_VERSION) {
+        return shm_fail(SHMSTORE_EABI, "store \"%s\" uses layout version %u but this library "
+                        "uses %d; use the same shmstore build for daemon and clients", name,
+                        header->abi_version, SHMSTORE_ABI_VERSION);
+    }
+    if (header->header_bytes != sizeof(shm_header_t) || header->ctl_bytes != ctl->bytes) {
+        return shm_fail(SHMSTORE_EABI, "store \"%s\" header or segment size differs from "
+                        "this library's (header %u vs %zu bytes, segment %llu vs %llu bytes)",
+                        name, header->header_bytes, sizeof(shm_header_t),
+                        (unsigned long long)header->ctl_bytes, (unsigned long long)ctl->bytes);
+    }
+    return 0;
+}
+
+/* Claims a free client slot for this process. Returns its number or
+ * SHMSTORE_EFULL. */
+static int claim_slot(shmstore_client_t *client)
+{
+    uint64_t ticks = 0;
+    shm_process_start_ticks(client->pid, &ticks);
+
+    for (uint32_t s = 0; s < client->store.max_clients; s++) {
+        shm_slot_t *slot = &client->store.slots[s];
+        uint64_t expected = SHM_SLOT_WORD(0, SHM_SLOT_FREE);
+
+        /* acq_rel: the acquire pairs with the daemon's release store of
+         * FREE after it reset the slot's ring. */
+        if (!shm_cas_acq_rel(&slot->owner, &expected,
+                             SHM_SLOT_WORD(client->pid, SHM_SLOT_ATTACHING)))
+            continue;
+
+        /* Relaxed: published by the release store of ATTACHED below. */
+        shm_store_relaxed(&slot->start_ticks, ticks);
+        /* Release: pairs with the daemon's acquire load of owner, so it sees
+         * the start time before it checks the pid. */
+        shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_ATTACHED));
+        client->slot = s;
+        return 0;
+    }
+
+    return shm_fail(SHMSTORE_EFULL, "all %u client slots of store \"%s\" are taken; "
+                    "disconnect idle clients or restart the daemon with more --max-clients",
+                    client->store.max_clients, client->name);
+}
+
+static int populate_from_environment(void)
+{
+    const char *text = getenv("SHMSTORE_MAP_POPULATE");
+    return text == NULL || strcmp(text, "0") != 0;
+}
+
+int shmstore_connect(const char *name, shmstore_client_t **out)
+{
+    if (out == NULL)
+        return shm_fail(-EINVAL, "output pointer is NULL");
+    *out = NULL;
+
+    int result = 0;
+    const char *store_name = shm_store_name(name, &result);
+    if (store_name == NULL)
+        return result;
+
+    shmstore_client_t *client = calloc(1, sizeof *client);
+    if (client == NULL)
+        return shm_fail(-ENOMEM, "out of process memory for a client handle");
+    client->ctl.fd = -1;
+    client->data.fd = -1;
+    snprintf(client->name, sizeof client->name, "%s", store_name);
+    client->pid = (int32_t)getpid();
+    shm_store_relaxed(&client->timeout_ms, timeout_from_environment());
+    shm_store_relaxed(&client->references, 1);
+
+    char shm_name[SHM_SEGMENT_NAME_BYTES];
+    shm_segment_name(shm_name, store_name, "ctl");
+    result = shm_segment_open(shm_name, 1, 0, &client->ctl);
+    if (result != 0)
+        goto fail;
+    result = validate_header(&client->ctl, store_name);
+    if (result != 0)
+        goto fail;
+
+    shm_header_t *header = client->ctl.base;
+    if (!daemon_holds_lock(client->ctl.fd)) {
+        result = shm_fail(SHMSTORE_ENOSTORE, "daemon pid %d of store \"%s\" is not running; "
+                          "start it with `shmstore serve --name %s`",
+                          (int)header->daemon_pid, store_name, store_name);
+        goto fail;
+    }
+    /* Acquire: pairs with the daemon's release store of stopping. */
+    if (shm_load_acquire(&header->stopping) != 0) {
+        result = shm_fail(SHMSTORE_ENOSTORE, "store \"%s\" is shutting down", store_name);
+        goto fail;
+    }
+
+    /* Pre-faulting the arena's page tables here keeps page faults out of
+     * the copy of a large put (SHMSTORE_MAP_POPULATE=0 turns it off). */
+    shm_segment_name(shm_name, store_name, "data");
+    result = shm_segment_open(shm_name, 1, populate_from_environment(), &client->data);
+    if (result != 0)
+        goto fail;
+    if (client->data.bytes < header->arena_bytes) {
+        result = shm_fail(SHMSTORE_EABI, "data segment of store \"%s\" has %llu bytes, less "
+                          "than the %llu bytes its header gives", store_name,
+                          (unsigned long long)client->data.bytes,
+                          (unsigned long long)header->arena_bytes);
+        goto fail;
+    }
+
+    shm_store_bind(&client->store, client->ctl.base, client->data.base);
+
+    client->pin_counts = calloc(client->store.descriptor_count, sizeof(uint32_t));
+    if (client->pin_counts == NULL) {
+        result = shm_fail(-ENOMEM, "out of process memory for %llu pin counts",
+                          (unsigned long long)client->store.descriptor_count);
+        goto fail;
+    }
+    int error = pthread_mutex_init(&client->pin_mutex, NULL);
+    if (error != 0) {
+        free(client->pin_counts);
+        client->pin_counts = NULL;
+        result = shm_fail(-error, "pthread_mutex_init failed: %s", strerror(error));
+        goto fail;
+    }
+
+    result = claim_slot(client);
+    if (result != 0) {
+        pthread_mutex_destroy(&client->pin_mutex);
+        free(client->pin_counts);
+        client->pin_counts = NULL;
+        goto fail;
+    }
+
+    send_message(client, SHM_MESSAGE_HELLO);
+    *out = client;
+    return 0;
+
+fail:
+    shm_segment_close(&client->data);
+    shm_segment_close(&client->ctl);
+    free(client);
+    return result;
+}
+
+/* Leaves the slot and unmaps. The last reference calls it, so no view of
+ * this client remains and every reader bit of the slot is clear. */
+static void detach(shmstore_client_t *client)
+{
+    shm_slot_t *slot = &client->store.slots[client->slot];
+
+    send_message(client, SHM_MESSAGE_BYE);
+    /* Release: pairs with the daemon's acquire load of owner, so it sees
+     * the BYE message and every earlier write before it frees the slot.
+     * After this store the slot and its ring belong to the daemon. */
+    shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_DETACHED));
+    shm_doorbell_ring(&client->store.header->doorbell);
+
+    pthread_mutex_destroy(&client->pin_mutex);
+    free(client->pin_counts);
+    shm_segment_close(&client->data);
+    shm_segment_close(&client->ctl);
+    free(client);
+}
+
+void shm_client_ref(shmstore_client_t *client)
+{
+    /* Relaxed: like a reference count; the caller already holds one. */
+    shm_fetch_add_relaxed(&client->references, 1);
+}
+
+void shm_client_unref(shmstore_client_t *client)
+{
+    /* acq_rel: the last dropper must see every other user's writes. */
+    if (shm_fetch_sub_acq_rel(&client->references, 1) == 1)
+        detach(client);
+}
+
+int shmstore_disconnect(shmstore_client_t *client)
+{
+    if (client == NULL)
+        return shm_fail(-EINVAL, "client is NULL");
+    shm_client_unref(client);
+    return 0;
+}

@@ -1,0 +1,54 @@
+/*
+ * client.h - the client handle and the helpers every client call uses:
+ * liveness checks, the store lock with the client's timeout, references.
+ */
+#ifndef SHMSTORE_CLIENT_H
+#define SHMSTORE_CLIENT_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "segment.h"
+#include "shmstore.h"
+#include "store.h"
+
+/* A daemon heartbeat older than this makes a client test the daemon's
+ * flock; the daemon beats every poll, at least every 100 ms. */
+#define SHM_HEARTBEAT_STALE_NS (250LL * 1000 * 1000)
+
+#define SHM_DEFAULT_TIMEOUT_MS 3000
+
+struct shmstore_client {
+    shm_store_t store;
+    shm_mapping_t ctl;
+    shm_mapping_t data;
+    uint32_t slot;
+    int32_t pid;
+    shm_atomic_i32 timeout_ms;       /* shared by the threads of this process */
+    /* Process-private: the handle itself plus one per live view; the
+     * mapping goes with the last reference. */
+    shm_atomic_i32 references;
+    /* Views of each descriptor in this client. The descriptor's reader
+     * bit for our slot is set while the count is non-zero. */
+    pthread_mutex_t pin_mutex;
+    uint32_t *pin_counts;
+    char name[SHMSTORE_NAME_MAX + 1];
+};
+
+/* Returns 0 while the daemon lives, else SHMSTORE_ELOST with a detail. */
+int shm_client_check_alive(shmstore_client_t *client);
+
+/* Takes the store lock, checking the daemon's liveness while waiting.
+ * Returns 0, SHMSTORE_ELOST, or -ETIMEDOUT after the client's timeout. */
+int shm_client_lock(shmstore_client_t *client);
+
+/* Drops the store lock. */
+void shm_client_unlock(shmstore_client_t *client);
+
+/* Adds a reference (a new view). */
+void shm_client_ref(shmstore_client_t *client);
+
+/* Drops a reference; the last one detaches and frees the client. */
+void shm_client_unref(shmstore_client_t *client);
+
+#endif /* SHMSTORE_CLIENT_H */

@@ -1,0 +1,63 @@
+/*
+ * process.c - process start times and liveness from /proc.
+ */
+#define _GNU_SOURCE
+#include "process.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int shm_process_start_ticks(pid_t pid, uint64_t *ticks)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? -ESRCH : -errno;
+
+    char text[1024];
+    ssize_t length = read(fd, text, sizeof text - 1);
+    int error = errno;
+    close(fd);
+    if (length <= 0)
+        return length < 0 ? -error : -EIO;
+    text[length] = '\0';
+
+    /* The command name (field 2) is in parentheses and may contain spaces
+     * and ')', so count fields from the last ')'. It ends field 2; the
+     * start time is field 22, i.e. 20 fields further. */
+    char *cursor = strrchr(text, ')');
+    if (cursor == NULL)
+        return -EIO;
+    cursor++;
+    for (int field = 2; field < 22; field++) {
+        cursor = strchr(cursor + 1, ' ');
+        if (cursor == NULL)
+            return -EIO;
+    }
+
+    *ticks = strtoull(cursor + 1, NULL, 10);
+    return 0;
+}
+
+int shm_process_alive(pid_t pid, uint64_t start_ticks)
+{
+    if (pid <= 0)
+        return 0;
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return 0;
+
+    uint64_t ticks = 0;
+    int result = shm_process_start_ticks(pid, &ticks);
+    if (result == -ESRCH)
+        return 0;
+    if (result != 0)
+        return 1;       /* cannot tell: never reclaim a client that may live */
+    return ticks == start_ticks;
+}
