@@ -108,6 +108,8 @@ class BuildCoreAndExtension(build_ext):
 
         for extension in self.extensions:
             extension.extra_objects = list(objects)
+            # Relink the extension when a core object changed, not only its own source.
+            extension.depends = list(extension.depends) + list(objects)
 
         super().build_extensions()
 
