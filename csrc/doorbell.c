@@ -26,8 +26,8 @@ static int futex_wait_shared(shm_atomic_u32 *word, uint32_t expected,
 
 static void futex_wake_shared(shm_atomic_u32 *word)
 {
-    /* FUTEX_WAKE only fails on a bad address, which would be a caller bug
-     * that the preceding atomic access already crashed on. */
+    /* FUTEX_WAKE fails only on an invalid address, and the caller has just
+     * made an atomic access to this word, so the result is ignored. */
     (void)syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
 }
 

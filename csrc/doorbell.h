@@ -3,8 +3,8 @@
  *
  * A doorbell is a 32-bit sequence word (the futex word) and a count of
  * announced sleepers. A waiter takes a snapshot of the sequence before it
- * checks its condition; a ringer makes the condition true, then bumps the
- * sequence and calls FUTEX_WAKE only if a sleeper has announced itself.
+ * checks its condition. A ringer makes the condition true, then bumps the
+ * sequence, and calls FUTEX_WAKE only if a sleeper has announced itself.
  * The waiter announces itself, re-reads the sequence and sleeps only if it
  * still equals the snapshot, so a ring that happens between the check and
  * the sleep is never lost. docs/rings.md gives the full argument.

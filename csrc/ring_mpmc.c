@@ -4,9 +4,9 @@
  *
  * Payload bytes are plain memory. The producer that owns a turn writes
  * them before its release store of the cell's sequence, and the consumer
- * reads them after its acquire load of it; the consumer hands the cell
- * back with a release store that the next lap's producer loads with
- * acquire.
+ * reads them after its acquire load of it. The consumer then hands the
+ * cell back with a release store, which the next lap's producer loads
+ * with acquire.
  */
 #include "ring_mpmc.h"
 
@@ -52,7 +52,7 @@ int shm_mpmc_init(void *mem, uint32_t cells, uint32_t cell_bytes)
     queue->cell_bytes = cell_bytes;
     queue->cell_stride = (uint32_t)cell_stride(cell_bytes);
 
-    /* Relaxed, here and below: nobody uses the queue before the creator
+    /* Relaxed, here and below: no process uses the queue before the creator
      * publishes the memory that contains it. */
     shm_store_relaxed(&queue->enqueue_ticket, 0);
     shm_store_relaxed(&queue->dequeue_ticket, 0);
@@ -89,7 +89,7 @@ int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len)
             if (shm_cas_weak_acq_rel(&queue->enqueue_ticket, &ticket, ticket + 1))
                 break;
         } else if (lag < 0) {
-            /* The cell still holds the message of the previous lap. */
+            /* The cell still contains the message of the previous lap. */
             return -EAGAIN;
         } else {
             /* Relaxed: another producer took this ticket; fetch a newer one. */

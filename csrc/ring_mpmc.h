@@ -2,10 +2,11 @@
  * ring_mpmc.h - bounded multi-producer, multi-consumer queue of
  * fixed-size cells in caller-provided (usually shared) memory.
  *
- * Each cell has a 64-bit sequence number that says whose turn it is: a
+ * Each cell has a 64-bit sequence number that records whose turn it is. A
  * producer holding ticket t may fill cell t % cells when its sequence is
- * t; it then stores t + 1, which lets the consumer holding ticket t empty
- * it and store t + cells, handing it to the producer of the next lap.
+ * t, and then stores t + 1. That lets the consumer holding ticket t empty
+ * the cell and store t + cells, which hands it to the producer of the
+ * next lap.
  * Producers and consumers take tickets with a compare-and-swap on their
  * own counter, so each cell has one writer at a time and no lock is held.
  *
@@ -73,7 +74,7 @@ int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len);
 /* Removes the oldest message and copies it into buf (cap bytes), storing
  * its length in *len. Any thread or process. Returns 0, -EAGAIN when the
  * queue is empty, -EMSGSIZE with *len set when cap is too small (the
- * message then stays queued; cap >= cell_bytes never fails so), or
+ * message then stays queued, and a cap of at least cell_bytes avoids it), or
  * -EBADMSG when the cell's length exceeds cell_bytes, which means a
  * corrupted cell; that cell is then dropped. */
 int shm_mpmc_pop(shm_mpmc_t *queue, void *buf, uint32_t cap, uint32_t *len);

@@ -3,10 +3,10 @@
  * records; the layout is described in ring_spsc.h.
  *
  * The producer owns tail and head_cache, the consumer owns head and
- * tail_cache. Record bytes are plain memory: the producer writes them
- * before its release store of tail and the consumer reads them after its
- * acquire load of tail; the consumer finishes reading before its release
- * store of head and the producer overwrites them only after its acquire
+ * tail_cache. Record bytes are plain memory. The producer writes them
+ * before its release store of tail, and the consumer reads them after its
+ * acquire load of tail. The consumer finishes reading before its release
+ * store of head, and the producer overwrites them only after its acquire
  * load of head.
  */
 #include "ring_spsc.h"
@@ -15,7 +15,7 @@
 #include <string.h>
 
 /* Length value of a padding header: the rest of the data area up to its
- * end holds no record, and the next record starts at offset 0. */
+ * end contains no record, and the next record starts at offset 0. */
 #define PADDING_LENGTH UINT32_MAX
 
 #define RECORD_HEADER_BYTES 8u
@@ -59,7 +59,7 @@ int shm_spsc_init(void *mem, uint32_t capacity)
     ring->head_cache = 0;
     ring->tail_cache = 0;
 
-    /* Relaxed: nobody uses the ring before the creator publishes the memory
+    /* Relaxed: no process uses the ring before the creator publishes the memory
      * that contains it, and that publication orders these stores. */
     shm_store_relaxed(&ring->head, 0);
     shm_store_relaxed(&ring->tail, 0);

@@ -2,9 +2,9 @@
  * ring_spsc.h - single-producer, single-consumer ring of variable-length
  * messages in caller-provided (usually shared) memory.
  *
- * Layout: a header of four cache lines (constants; the consumer's head;
- * the producer's tail; each side's private cache of the other's index),
- * then `capacity` data bytes. head and tail count bytes since init and
+ * Layout: a header of four cache lines, then `capacity` data bytes. The
+ * header lines contain the constants, the consumer's head, the producer's
+ * tail, and each side's private copy of the other side's index. head and tail count bytes since init and
  * never wrap; the data offset is the count modulo capacity.
  *
  * Each message is one record: an 8-byte header (uint32 length, uint32

@@ -163,8 +163,8 @@ typedef struct interrupter {
     shm_atomic_u32 stop;
 } interrupter_t;
 
-/* Sends SIGUSR1 to the target every 10 ms until told to stop, because a
- * signal that lands before the target sleeps does not interrupt it. */
+/* Sends SIGUSR1 to the target every 10 ms until stop is set, because a
+ * signal that arrives before the target sleeps does not interrupt it. */
 static void *interrupter_thread(void *arg)
 {
     interrupter_t *interrupter = arg;

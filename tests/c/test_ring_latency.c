@@ -1,6 +1,6 @@
 /*
  * test_ring_latency.c - measures ring latency and throughput between
- * processes and prints the figures; it checks only that every reply and
+ * processes and prints the figures. It checks only that every reply and
  * message arrives intact, never how fast.
  *
  *  - SPSC round trip: a client process sends a sequence number through one

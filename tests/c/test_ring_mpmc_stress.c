@@ -27,7 +27,7 @@
 #define END_ID UINT64_MAX
 #define MAX_PER_PRODUCER 200000u
 #define RUN_NS 1000000000ll
-#define STALL_NS 2000000000ll
+#define STALL_NS 2000000000ll          /* maximum wait before the test fails */
 
 typedef struct side_totals {
     uint64_t count;

@@ -7,7 +7,7 @@
  * Message sizes are picked so that records end exactly at the end of the
  * data area, leave only a header's room before it, or overrun it by a few
  * bytes, as well as at random. Every message carries its sequence number
- * and the checksum of its payload; the consumer verifies each one, and
+ * and the checksum of its payload. The consumer verifies each one, and
  * both sides' totals must agree at the end. Both sides wait with
  * shm_wait_until() and a random spin time, so the doorbell sleep is
  * exercised as well as the spin.
@@ -24,7 +24,7 @@
 #define MIN_MESSAGE 16u                /* sequence number + checksum */
 #define END_SEQUENCE UINT64_MAX
 #define RUN_NS 1000000000ll            /* producer's run time per mode */
-#define STALL_NS 2000000000ll          /* longest acceptable wait */
+#define STALL_NS 2000000000ll          /* maximum wait before the test fails */
 #define MAX_MESSAGES 5000000ull
 
 typedef struct side_totals {
