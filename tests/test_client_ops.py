@@ -1,0 +1,149 @@
+"""Key operations of the client: delete, copy, rename, exists, poll, keys, context manager."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import shmstore
+
+
+@pytest.mark.timeout(60)
+def test_delete_removes_key(client):
+    client.put_tensor("key", np.arange(4))
+
+    client.delete_tensor("key")
+
+    assert not client.tensor_exists("key")
+    assert not client.key_exists("key")
+    with pytest.raises(shmstore.KeyNotFoundError):
+        client.get_tensor("key")
+
+
+@pytest.mark.timeout(60)
+def test_copy_makes_independent_tensor(client):
+    source = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    client.put_tensor("source", source)
+
+    client.copy_tensor("source", "target")
+    client.delete_tensor("source")
+
+    target = client.get_tensor("target")
+    assert np.array_equal(target, source)
+    assert target.flags.f_contiguous
+
+
+@pytest.mark.timeout(60)
+def test_rename_moves_tensor(client):
+    client.put_tensor("old", np.arange(5))
+    client.put_tensor("new", np.zeros(1))
+
+    client.rename_tensor("old", "new")
+
+    assert not client.tensor_exists("old")
+    assert np.array_equal(client.get_tensor("new"), np.arange(5))
+    with pytest.raises(shmstore.KeyNotFoundError):
+        client.rename_tensor("old", "other")
+
+
+@pytest.mark.timeout(60)
+def test_keys_pattern(client):
+    for key in ["field/u", "field/v", "other", "field/long/name"]:
+        client.put_tensor(key, np.zeros(1))
+
+    assert sorted(client.keys()) == ["field/long/name", "field/u", "field/v", "other"]
+    assert sorted(client.keys("field/?")) == ["field/u", "field/v"]
+    assert client.keys("absent*") == []
+
+
+@pytest.mark.timeout(60)
+def test_keys_many(client):
+    expected = {f"key-{index:05d}-{'x' * (index % 50)}" for index in range(2000)}
+    for key in expected:
+        client.put_tensor(key, np.int8(1))
+
+    assert set(client.keys("key-*")) == expected
+
+
+@pytest.mark.timeout(60)
+def test_poll_finds_late_key(store):
+    with shmstore.Client(store) as reader, shmstore.Client(store) as writer:
+        timer = threading.Timer(0.3, lambda: writer.put_tensor("late", np.ones(2)))
+        timer.start()
+        try:
+            started = time.monotonic()
+            found = reader.poll_tensor("late", 20, 100)
+            elapsed = time.monotonic() - started
+        finally:
+            timer.join()
+
+    assert found
+    assert 0.2 < elapsed < 1.5
+
+
+@pytest.mark.timeout(60)
+def test_poll_gives_up(client):
+    started = time.monotonic()
+    found = client.poll_key("never", 30, 5)
+    elapsed = time.monotonic() - started
+
+    assert not found
+    assert 0.1 <= elapsed < 1.0
+
+
+@pytest.mark.timeout(60)
+def test_poll_invalid_arguments(client):
+    with pytest.raises(ValueError):
+        client.poll_tensor("key", 10, 0)
+    with pytest.raises(ValueError):
+        client.poll_tensor("key", -1, 3)
+
+
+@pytest.mark.timeout(60)
+def test_context_manager_closes(store):
+    with shmstore.Client(store) as client:
+        client.put_tensor("key", np.zeros(2))
+
+    assert client.closed
+    with shmstore.Client(store) as other:
+        assert other.tensor_exists("key")
+
+
+@pytest.mark.timeout(60)
+def test_default_name_from_environment(store, monkeypatch):
+    monkeypatch.setenv("SHMSTORE_NAME", store)
+
+    with shmstore.Client() as client:
+        client.put_tensor("env", np.ones(1))
+        assert client.name == store
+        assert client.tensor_exists("env")
+
+
+@pytest.mark.timeout(60)
+def test_threads_share_client(client, seed):
+    rng = np.random.default_rng(seed)
+    payloads = {f"thread-{index}": rng.integers(0, 1 << 30, size=2048) for index in range(4)}
+    failures = []
+
+    def work(key: str, payload: np.ndarray) -> None:
+        try:
+            for round_number in range(50):
+                client.put_tensor(key, payload + round_number)
+                view = client.get_tensor(key)
+                if int(view.sum()) != int(payload.sum()) + round_number * payload.size:
+                    failures.append(f"{key} round {round_number}: checksum differs")
+        except Exception as error:  # collected so that the main thread reports it
+            failures.append(f"{key}: {error!r}")
+
+    threads = [threading.Thread(target=work, args=item) for item in payloads.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    for key, payload in payloads.items():
+        assert int(client.get_tensor(key).sum()) == int(payload.sum()) + 49 * payload.size
