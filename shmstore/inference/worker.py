@@ -1,0 +1,449 @@
+"""An inference worker process: takes requests, batches them per model, runs, replies.
+
+Started by the daemon (`service.py`) as `python -m shmstore.inference.worker --name NAME
+--index I --device D --threads T`. See NOTE [worker life cycle] below.
+
+NOTE [worker life cycle]
+  1. Map the store (a Client) and the inference segment; register as worker I (pid, device).
+  2. Loop: take one request (sleeping on the worker doorbell while idle), then every request
+     already queued; look up each model once per round (the stored version decides which
+     module runs); plan batches (batcher.py); run them; write the outputs into the store; complete
+     every request with its own result code and message.
+  3. Publish the per-model statistics under "__shmstore__/stats/w<I>" at most every 200 ms
+     while busy, and once more when the queue runs dry.
+  4. Exit when the daemon dies or stops (the take fails with ConnectionLostError), or when the
+     parent process dies (PR_SET_PDEATHSIG). A worker that dies while holding requests has
+     them failed by the daemon, which restarts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import time
+import warnings
+from typing import Any, Dict, List, Optional, Tuple
+
+from shmstore import _infer
+from shmstore.errors import (
+    SHMSTORE_ELOST,
+    SHMSTORE_EMODEL,
+    SHMSTORE_ENOKEY,
+    ShmstoreError,
+)
+from shmstore.inference import blob
+from shmstore.inference.batcher import (
+    BatchSettings,
+    PendingRequest,
+    describe_inputs,
+    plan_batches,
+)
+from shmstore.inference.model_cache import LoadedModel, ModelCache, ModelLookupError
+from shmstore.inference.stats import ModelStats, encode_worker_stats, worker_stats_key
+
+logger = logging.getLogger("shmstore.inference.worker")
+
+ETIMEDOUT = 110
+# Most requests taken in one round before the worker runs what it has.
+MAX_DRAIN = 4096
+# Longest sleep on the doorbell while idle; the take itself checks daemon liveness.
+IDLE_WAIT_S = 1.0
+# Sleep while statistics wait to be published; a miss publishes them.
+IDLE_WAIT_DIRTY_S = 0.02
+STATS_INTERVAL_S = 0.2
+# Longest model message passed back to the client.
+MESSAGE_LIMIT = 900
+
+
+class Worker:
+    """One worker process's state; run() is the loop of NOTE [worker life cycle]."""
+
+    def __init__(self, store_name: str, index: int, device: str) -> None:
+        from shmstore.client import Client
+
+        self.store_name = store_name
+        self.index = index
+        self.device = device
+        self.client = Client(store_name)
+        self.segment = _infer.Segment.open(store_name)
+        self.cache = ModelCache(self.client, device)
+        self.pending: Dict[Tuple[int, str], List[PendingRequest]] = {}
+        self.stats: Dict[str, ModelStats] = {}
+        self.stats_dirty = False
+        self.stats_published_at = 0.0
+        self.wake_ns: Optional[int] = None
+        self._load_previous_stats()
+
+    # ---- main loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve requests until the daemon goes away; return the process exit code."""
+        self.segment.register_worker(self.index, self.device)
+        logger.info("inference worker %d ready: pid %d, device %s, store %r", self.index,
+                    os.getpid(), self.device, self.store_name)
+
+        while True:
+            try:
+                taken = self.segment.take(self.index, self._wait_seconds())
+                if taken is not None:
+                    self._accept(taken)
+                    self._drain()
+            except _infer.InferError as error:
+                if error.code == SHMSTORE_ELOST:
+                    logger.info("inference worker %d: the daemon stopped, exiting", self.index)
+                    return 0
+                raise
+
+            self._dispatch()
+            self._publish_stats(idle=taken is None)
+
+    def _wait_seconds(self) -> float:
+        if self.wake_ns is not None:
+            return max(0.0, (self.wake_ns - time.monotonic_ns()) / 1e9)
+        return IDLE_WAIT_DIRTY_S if self.stats_dirty else IDLE_WAIT_S
+
+    def _accept(self, taken: tuple) -> None:
+        slot, sequence, submitted_ns, deadline_ns, kind, key, function, inputs, outputs = taken
+        request = PendingRequest(slot=slot, sequence=sequence, submitted_ns=submitted_ns,
+                                 deadline_ns=deadline_ns, kind=kind, key=key,
+                                 function=function, inputs=inputs, outputs=outputs,
+                                 taken_ns=time.monotonic_ns())
+        self.pending.setdefault((kind, key), []).append(request)
+
+    def _drain(self) -> None:
+        for _ in range(MAX_DRAIN):
+            taken = self.segment.take(self.index, 0.0)
+            if taken is None:
+                return
+            self._accept(taken)
+
+    # ---- dispatch ----------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        self.wake_ns = None
+        for model_id in list(self.pending):
+            requests = self.pending.pop(model_id)
+            kept = self._dispatch_model(model_id, requests)
+            if kept:
+                self.pending[model_id] = kept
+
+    def _dispatch_model(self, model_id: Tuple[int, str],
+                        requests: List[PendingRequest]) -> List[PendingRequest]:
+        """Run what is ready of one model's requests; return the requests still waiting."""
+        kind, key = model_id
+        now_ns = time.monotonic_ns()
+
+        live = []
+        for request in requests:
+            if request.deadline_ns <= now_ns:
+                self._complete(request, -ETIMEDOUT,
+                               f"request for {key!r} expired before a worker ran it")
+            else:
+                live.append(request)
+        if not live:
+            return []
+
+        try:
+            loaded = self.cache.lookup(kind, key)
+        except ModelLookupError as error:
+            for request in live:
+                self._complete(request, error.code, str(error))
+            return []
+
+        if kind == blob.KIND_SCRIPT:
+            for request in live:
+                self._run_script(loaded, request)
+            return []
+
+        ready = [request for request in live if self._load_inputs(request)]
+        settings = BatchSettings(loaded.settings.batch_size, loaded.settings.min_batch_size,
+                                 loaded.settings.min_batch_timeout_ms)
+        batches, kept, wake_ns = plan_batches(ready, settings, now_ns)
+        if wake_ns is not None:
+            self.wake_ns = wake_ns if self.wake_ns is None else min(self.wake_ns, wake_ns)
+
+        for batch in batches:
+            self._run_batch(loaded, batch)
+        return kept
+
+    def _load_inputs(self, request: PendingRequest) -> bool:
+        """Map the request's input tensors (zero copy); fail the request if one is missing."""
+        if request.tensors is not None:
+            return True
+        tensors = []
+        for name in request.inputs:
+            try:
+                tensors.append(self.client.get_tensor(name, framework="torch"))
+            except ShmstoreError as error:
+                code = error.code or SHMSTORE_ENOKEY
+                self._complete(request, code,
+                               f"input tensor {name!r} of the request for {request.key!r}: "
+                               f"{error}")
+                return False
+        request.tensors = tensors
+        request.rows, signature = describe_inputs(tensors, len(request.outputs))
+        # Requests that name their outputs differently (by key, or by index) never merge.
+        request.signature = None if signature is None else (request.function,) + signature
+        return True
+
+    # ---- running -----------------------------------------------------------------------
+
+    def _run_batch(self, loaded: LoadedModel, batch: List[PendingRequest]) -> None:
+        """Run one batch; on a model error in a batch of several, run each request alone."""
+        import torch
+
+        started = time.perf_counter()
+        try:
+            inputs = self._batch_inputs(batch, loaded.device)
+            with torch.inference_mode():
+                result = loaded.module(*inputs)
+        except Exception as error:  # Any model failure is the request's error, not ours.
+            if len(batch) > 1:
+                for request in batch:
+                    self._run_batch(loaded, [request])
+                return
+            self._fail_model(loaded, batch[0], error)
+            return
+        compute_s = time.perf_counter() - started
+
+        samples = sum(request.rows for request in batch) or len(batch)
+        self._model_stats(loaded.key).record_batch(samples, compute_s)
+        self.segment.count(self.index, 0, 1)
+        self._deliver(loaded, batch, result)
+
+    @staticmethod
+    def _batch_inputs(batch: List[PendingRequest], device: Any) -> List[Any]:
+        """Return the model inputs: one copy out of the arena, then one transfer per input."""
+        import torch
+
+        assert batch[0].tensors is not None
+        inputs = []
+        for position in range(len(batch[0].tensors)):
+            pieces = [request.tensors[position] for request in batch]  # type: ignore[index]
+            if device.type == "cpu":
+                # A copy even for one piece: the arena view is read-only, and models may
+                # write into their input (the ML-EKE model does).
+                tensor = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()
+            else:
+                host = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+                tensor = host.to(device)
+            inputs.append(tensor)
+        return inputs
+
+    def _deliver(self, loaded: LoadedModel, batch: List[PendingRequest], result: Any) -> None:
+        """Check the model's outputs, write each request's rows into the store, complete."""
+        import torch
+
+        outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+        by_index = batch[0].function == blob.OUTPUTS_BY_INDEX
+        expected = len(outputs) if by_index else len(batch[0].outputs)
+        if len(outputs) != expected or not all(isinstance(output, torch.Tensor)
+                                               for output in outputs):
+            kinds = ", ".join(type(output).__name__ for output in outputs)
+            message = (f"model {loaded.key!r} returned {len(outputs)} output(s) ({kinds}) but "
+                       f"the request names {expected} output key(s)")
+            for request in batch:
+                self._complete(request, SHMSTORE_EMODEL, message)
+            return
+
+        outputs = [output.detach() for output in outputs]
+        if any(output.device.type != "cpu" for output in outputs):
+            outputs = [output.cpu() for output in outputs]
+
+        if len(batch) > 1:
+            total_rows = sum(request.rows for request in batch)
+            for position, output in enumerate(outputs):
+                first = int(output.shape[0]) if output.dim() > 0 else None
+                if first == total_rows:
+                    continue
+                sizes = ", ".join(str(request.rows) for request in batch)
+                message = (f"model {loaded.key!r}: output {position} has first dimension "
+                           f"{first}, but the batch of {len(batch)} requests ({sizes} rows) "
+                           f"has {total_rows} rows, so it cannot be split per request; store "
+                           f"the model with batch_size=0 to run each request alone")
+                for request in batch:
+                    self._complete(request, SHMSTORE_EMODEL, message)
+                return
+
+        offset = 0
+        for request in batch:
+            if len(batch) > 1:
+                pieces = [output[offset:offset + request.rows] for output in outputs]
+                offset += request.rows
+            else:
+                pieces = outputs
+            self._store_outputs(request, pieces)
+
+    def _store_outputs(self, request: PendingRequest, pieces: List[Any]) -> None:
+        import torch
+
+        names = request.outputs
+        if request.function == blob.OUTPUTS_BY_INDEX:
+            prefix = request.outputs[0]
+            names = [f"{prefix}{position}" for position in range(len(pieces))]
+            names.append(prefix + "n")
+            pieces = list(pieces) + [torch.tensor(len(pieces), dtype=torch.int64)]
+
+        for name, piece in zip(names, pieces):
+            try:
+                self.client.put_tensor(name, piece)
+            except (ShmstoreError, TypeError, ValueError) as error:
+                code = getattr(error, "code", 0) or SHMSTORE_EMODEL
+                logger.warning("worker %d: cannot store output %r of %r: %s", self.index,
+                               name, request.key, error)
+                self._complete(request, code, f"cannot store output {name!r}: {error}")
+                return
+        self._complete(request, 0, "")
+
+    def _run_script(self, loaded: LoadedModel, request: PendingRequest) -> None:
+        import torch
+
+        if not self._load_inputs(request):
+            return
+        try:
+            function = getattr(loaded.module, request.function)
+        except AttributeError:
+            self._complete(request, SHMSTORE_EMODEL,
+                           f"script {loaded.key!r} has no function {request.function!r}")
+            return
+
+        started = time.perf_counter()
+        try:
+            inputs = self._batch_inputs([request], loaded.device)
+            with torch.inference_mode():
+                result = function(*inputs)
+        except Exception as error:  # Any script failure is the request's error.
+            self._fail_model(loaded, request, error)
+            return
+        self._model_stats(loaded.key).record_batch(max(request.rows, 1),
+                                                   time.perf_counter() - started)
+        self.segment.count(self.index, 0, 1)
+        self._deliver(loaded, [request], result)
+
+    def _fail_model(self, loaded: LoadedModel, request: PendingRequest,
+                    error: Exception) -> None:
+        text = str(error).strip()
+        if len(text) > MESSAGE_LIMIT:
+            text = text[:MESSAGE_LIMIT] + " ..."
+        what = "script" if request.kind == blob.KIND_SCRIPT else "model"
+        shapes = ", ".join(f"{tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
+                           for tensor in request.tensors or [])
+        self._complete(request, SHMSTORE_EMODEL,
+                       f"{what} {loaded.key!r} failed on inputs [{shapes}]: "
+                       f"{type(error).__name__}: {text}")
+
+    # ---- completion and statistics -----------------------------------------------------
+
+    def _complete(self, request: PendingRequest, code: int, message: str) -> None:
+        if code != 0:
+            logger.info("worker %d: request for %r failed (code %d): %s", self.index,
+                        request.key, code, message)
+        delivered = self.segment.complete(self.index, request.slot, request.sequence, code,
+                                          message)
+        if not delivered:
+            logger.info("worker %d: the client of a request for %r gave up before it "
+                        "completed", self.index, request.key)
+        request.tensors = None
+        queue_wait_s = max(0, time.monotonic_ns() - request.submitted_ns) / 1e9
+        self._model_stats(request.key).record_request(queue_wait_s, failed=code != 0)
+        self.segment.count(self.index, 1, 0)
+
+    def _model_stats(self, key: str) -> ModelStats:
+        self.stats_dirty = True
+        stats = self.stats.get(key)
+        if stats is None:
+            stats = self.stats[key] = ModelStats()
+        return stats
+
+    def _publish_stats(self, idle: bool) -> None:
+        if not self.stats_dirty:
+            return
+        now = time.monotonic()
+        if not idle and now - self.stats_published_at < STATS_INTERVAL_S:
+            return
+        try:
+            self.client.put_tensor(worker_stats_key(self.index),
+                                   encode_worker_stats(self.stats))
+        except ShmstoreError as error:
+            logger.warning("worker %d: cannot publish statistics: %s", self.index, error)
+            return
+        self.stats_dirty = False
+        self.stats_published_at = now
+
+    def _load_previous_stats(self) -> None:
+        """Continue the statistics of the worker this one replaces, if it published any."""
+        from shmstore.inference.stats import decode_worker_stats
+
+        try:
+            array = self.client.get_tensor(worker_stats_key(self.index))
+        except ShmstoreError:
+            return
+        try:
+            self.stats = decode_worker_stats(array)
+        except (ValueError, KeyError) as error:
+            logger.warning("worker %d: ignoring unreadable earlier statistics: %s",
+                           self.index, error)
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to kill this process when the daemon (its parent) dies."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError) as error:
+        logger.warning("cannot set PR_SET_PDEATHSIG (%s); relying on the liveness check",
+                       error)
+    if os.getppid() != parent:
+        sys.exit(0)
+
+
+def configure_torch(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        # Only allowed before the first parallel operation; the default is then kept.
+        pass
+    # Arena views are read-only; workers copy them before any model runs.
+    warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m shmstore.inference.worker",
+                                     description="Run one inference worker of a store.")
+    parser.add_argument("--name", required=True, help="store name")
+    parser.add_argument("--index", type=int, required=True,
+                        help="worker table index assigned by the daemon")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda:N")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for this worker")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    arguments = build_parser().parse_args(argv)
+    logging.basicConfig(level=arguments.log_level,
+                        format="%(asctime)s %(name)s[%(process)d] %(levelname)s %(message)s")
+    _die_with_parent()
+    configure_torch(arguments.threads)
+    try:
+        worker = Worker(arguments.name, arguments.index, arguments.device)
+    except (ShmstoreError, _infer.InferError) as error:
+        logger.error("inference worker %d cannot attach to store %r: %s", arguments.index,
+                     arguments.name, error)
+        return 1
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
