@@ -77,14 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-keys", type=positive_int, default=0,
                        help="max number of stored keys (default 65536)")
     serve.add_argument("--workers", type=int, default=None,
-                       help="number of inference workers (not available yet: ignored with a "
-                            "warning)")
+                       help="number of inference worker processes (default: none, so "
+                            "run_model fails with WorkerError)")
     serve.add_argument("--device", default=None,
-                       help="inference device, cpu or cuda:N (not available yet)")
-
-    commands.add_parser("launch", add_help=False,
-                        help="start a daemon next to an application and run its ranks "
-                             "(shmstore launch --help)")
+                       help="torch device of the workers: cpu, cuda, or a comma-separated "
+                            "list such as cuda:0,cuda:1 that workers take in turn "
+                            "(default cpu)")
+    serve.add_argument("--torch-threads", type=positive_int, default=None,
+                       help="torch threads per worker (default: usable cores divided by "
+                            "the number of workers)")
 
     status = commands.add_parser("status", help="print memory, keys and clients of a store")
     status.add_argument("--name", default=default_store_name(),
@@ -110,6 +111,7 @@ def run_serve(arguments: argparse.Namespace) -> int:
         max_keys=arguments.max_keys,
         workers=arguments.workers,
         device=arguments.device,
+        torch_threads=arguments.torch_threads,
     )
     return serve(options)
 

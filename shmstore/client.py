@@ -16,6 +16,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from shmstore import _core
+from shmstore.inference.client_api import InferenceClientMixin
 
 logger = logging.getLogger("shmstore.client")
 
@@ -73,7 +74,7 @@ def _order_code(order: str) -> int:
     return _core.ORDER_F if order == "F" else _core.ORDER_C
 
 
-class Client:
+class Client(InferenceClientMixin):
     """A connection to a store on this node.
 
     name: the store name (default: $SHMSTORE_NAME, else "default"). timeout_ms: how long a
@@ -234,42 +235,6 @@ class Client:
     def keys(self, pattern: str = "*") -> List[str]:
         """Return the keys matching the fnmatch(3) glob pattern."""
         return self._core.keys(pattern)
-
-    # ---- models and scripts --------------------------------------------------------------
-
-    def set_model(self, key: str, model: bytes, backend: str = "TORCH", device: str = "CPU",
-                  batch_size: int = 0, min_batch_size: int = 0,
-                  min_batch_timeout: int = 0) -> None:
-        """Store TorchScript model bytes under key; min_batch_timeout is in ms."""
-        self._core.set_model(key, bytes(model), backend, device, batch_size, min_batch_size,
-                             min_batch_timeout)
-
-    def set_model_from_file(self, key: str, model_file: str, backend: str = "TORCH",
-                            device: str = "CPU", batch_size: int = 0, min_batch_size: int = 0,
-                            min_batch_timeout: int = 0) -> None:
-        """Store the TorchScript model saved in model_file under key."""
-        self._core.set_model_from_file(key, os.fspath(model_file), backend, device,
-                                       batch_size, min_batch_size, min_batch_timeout)
-
-    def model_exists(self, key: str) -> bool:
-        return self._core.model_exists(key)
-
-    def run_model(self, key: str, inputs: Sequence[str], outputs: Sequence[str],
-                  timeout_ms: int = -1) -> None:
-        """Run the model under key on the tensors under inputs; store results under outputs."""
-        self._core.run_model(key, _key_list(inputs), _key_list(outputs), timeout_ms)
-
-    def run_script(self, key: str, fn_name: str, inputs: Sequence[str],
-                   outputs: Sequence[str], timeout_ms: int = -1) -> None:
-        """Run function fn_name of the script under key, like run_model."""
-        self._core.run_script(key, fn_name, _key_list(inputs), _key_list(outputs), timeout_ms)
-
-
-def _key_list(keys: Sequence[str] | str) -> List[str]:
-    # SmartRedis accepts one key as a bare string.
-    if isinstance(keys, str):
-        return [keys]
-    return list(keys)
 
 
 def _numpy_to_torch(array: np.ndarray, is_bfloat16: bool) -> Any:

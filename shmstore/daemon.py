@@ -7,7 +7,7 @@ Start-up:
   2. create the segments (shmstore_daemon_create); this removes segments of a dead daemon of
      the same name and fails with StoreBusyError when a live daemon holds the name;
   3. install the SIGINT and SIGTERM handlers;
-  4. start the inference workers (not yet: see start_inference_workers);
+  4. start the inference workers (start_inference_workers), when --workers is given;
   5. log "ready name=NAME pid=PID"; from here on clients may attach.
 Serving: shmstore_daemon_poll in a loop, 100 ms per round, with the GIL released. Each round
 writes the heartbeat that clients check and reclaims the slots, pins and half-made puts of
@@ -52,6 +52,7 @@ class ServeOptions:
     max_keys: int = 0           # 0: the C library's default (65536)
     workers: Optional[int] = None
     device: Optional[str] = None
+    torch_threads: Optional[int] = None    # None: cores divided among the workers
 
 
 def check_shm_space(memory_bytes: int) -> Optional[str]:
@@ -72,20 +73,31 @@ def check_shm_space(memory_bytes: int) -> Optional[str]:
 
 
 # ---- inference workers ----------------------------------------------------------------------
-# Hook for the inference workers, which live in another module. `--workers N --device D` reach
-# it through ServeOptions. It returns the worker handles, and stop_inference_workers takes them
-# back at shutdown. See NOTE [daemon start-up and shutdown].
+# The inference service (shmstore/inference/service.py) owns the segment shmstore-NAME-infer and
+# the worker processes. It returns in a list so that a store without workers needs no special
+# case. See NOTE [daemon start-up and shutdown] and NOTE [inference service start-up and
+# shutdown] in that module.
 def start_inference_workers(options: ServeOptions) -> List[Any]:
-    if options.workers:
-        # TODO: start options.workers workers on options.device once the worker module lands.
-        logger.warning("--workers %d --device %s: inference workers are not available yet; "
-                       "serving store %r without them", options.workers,
-                       options.device or "cpu", options.name)
-    return []
+    if not options.workers:
+        return []
+    from shmstore.inference.service import InferenceService
+
+    service = InferenceService(options.name, options.workers, options.device or "cpu",
+                               threads=options.torch_threads,
+                               log_level=logging.getLevelName(logger.getEffectiveLevel()))
+    service.start()
+    return [service]
+
+
+def poll_inference_workers(workers: List[Any]) -> None:
+    for service in workers:
+        service.poll()
 
 
 def stop_inference_workers(workers: List[Any]) -> None:
-    del workers
+    for service in workers:
+        service.stop()
+# ---- end of inference workers ---------------------------------------------------------------
 
 
 def log_event(name: str, event: tuple) -> None:
@@ -146,6 +158,7 @@ def serve(options: ServeOptions) -> int:
         while not stop_signals:
             for event in daemon.poll(POLL_TIMEOUT_MS):
                 log_event(options.name, event)
+            poll_inference_workers(workers)
 
         logger.info("received %s; stopping store %r", signal.Signals(stop_signals[0]).name,
                     options.name)

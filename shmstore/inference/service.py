@@ -20,6 +20,7 @@ Stop (called by the daemon before it destroys its own segments):
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import subprocess
@@ -28,6 +29,7 @@ import time
 from typing import List, Optional
 
 from shmstore import _infer
+from shmstore.errors import make_error
 from shmstore.inference.devices import parse_worker_devices
 
 logger = logging.getLogger("shmstore.inference.service")
@@ -67,12 +69,20 @@ class InferenceService:
                  threads: Optional[int] = None, slots: int = 0,
                  log_level: str = "INFO") -> None:
         if workers < 1 or workers > _infer.MAX_WORKERS:
-            raise ValueError(f"invalid worker count {workers}: use 1 to {_infer.MAX_WORKERS}")
-        devices = parse_worker_devices(device)
+            raise make_error(-errno.EINVAL, f"--workers {workers}",
+                             f"invalid worker count: use 1 to {_infer.MAX_WORKERS}", "")
+        try:
+            devices = parse_worker_devices(device)
+        except ValueError as error:
+            raise make_error(-errno.EINVAL, f"--device {device}", str(error), "") from None
         self.store_name = store_name
         self.threads = threads if threads else default_threads(workers)
         self.log_level = log_level
-        self.segment = _infer.Segment.create(store_name, slots, workers)
+        try:
+            self.segment = _infer.Segment.create(store_name, slots, workers)
+        except _infer.InferError as error:
+            raise make_error(error.code, f"inference segment of store {store_name!r}",
+                             error.detail, _infer.strerror(error.code)) from None
         self.workers = [WorkerProcess(index=index, device=devices[index % len(devices)])
                         for index in range(workers)]
         self._last_reclaim = time.monotonic()

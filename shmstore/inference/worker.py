@@ -326,9 +326,7 @@ class Worker:
 
     def _fail_model(self, loaded: LoadedModel, request: PendingRequest,
                     error: Exception) -> None:
-        text = str(error).strip()
-        if len(text) > MESSAGE_LIMIT:
-            text = text[:MESSAGE_LIMIT] + " ..."
+        text = _model_error_text(error)
         what = "script" if request.kind == blob.KIND_SCRIPT else "model"
         shapes = ", ".join(f"{tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
                            for tensor in request.tensors or [])
@@ -387,6 +385,21 @@ class Worker:
         except (ValueError, KeyError) as error:
             logger.warning("worker %d: ignoring unreadable earlier statistics: %s",
                            self.index, error)
+
+
+def _model_error_text(error: Exception) -> str:
+    """Return the useful part of a model's exception message, at most MESSAGE_LIMIT chars.
+
+    TorchScript errors carry two tracebacks before the actual message on the last line, so
+    only that line is kept.
+    """
+    text = str(error).strip()
+    if "Traceback of TorchScript" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else text
+    if len(text) > MESSAGE_LIMIT:
+        text = text[:MESSAGE_LIMIT] + " ..."
+    return text
 
 
 def _die_with_parent() -> None:
