@@ -16,12 +16,15 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Dict, List
+from typing import TYPE_CHECKING, Callable, Dict, List
 
 import numpy as np
 import pytest
+
+from conftest import DaemonProcess, read_line_with_timeout
 
 if TYPE_CHECKING:
     from shmstore.client import Client
@@ -30,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORTRAN_DIR = ROOT / "fortran"
 HEADER = ROOT / "csrc" / "include" / "shmstore.h"
 MODULE_SOURCE = FORTRAN_DIR / "shmstore_client.f90"
-TEST_PROGRAMS = ("test_api", "test_types", "test_layout")
+TEST_PROGRAMS = ("test_api", "test_types", "test_layout", "test_lost")
 
 # Flags for the test programs: -fcheck=all adds bounds and pointer checks at run time.
 PROGRAM_FLAGS = ["-std=f2008", "-g", "-fcheck=all"]
@@ -231,6 +234,7 @@ def test_api_program(fortran_build: Dict[str, Path], store: str,
     assert "not found" in output_line(output, "missing view").lower()
     assert "dims" in output_line(output, "wrong dims")
     assert "initialize" in output_line(output, "uninitialized")
+    assert "api_big" in output_line(output, "out of memory")
 
     # What the program left in the store, read from Python.
     overwritten = client.get_tensor("api_key")
@@ -287,6 +291,35 @@ def test_layout_program(fortran_build: Dict[str, Path], store: str,
     section = client.get_tensor("layout_section")
     assert section.shape == (2, 2)
     np.testing.assert_array_equal(section, [[1, 7], [2, 8]])
+
+
+@pytest.mark.timeout(180)
+def test_lost_daemon_program(fortran_build: Dict[str, Path], daemon: DaemonProcess,
+                             start_daemon: Callable[..., DaemonProcess]) -> None:
+    environment = dict(os.environ, SHMSTORE_NAME=daemon.name)
+    program = subprocess.Popen([str(fortran_build["test_lost"])], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=environment)
+    try:
+        assert read_line_with_timeout(program, 30) == "ready"
+        daemon.kill()
+        killed_at = time.monotonic()
+        output, _ = program.communicate(timeout=30)
+        waited = time.monotonic() - killed_at
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
+
+    # A new daemon under the same name removes the segments that the killed one left.
+    start_daemon(name=daemon.name)
+
+    assert program.returncode == 0, output
+    assert "test_lost: all checks passed" in output
+    poll_message = output_line(output, "poll")
+    assert "died" in poll_message
+    assert f"daemon pid {daemon.pid}" in poll_message
+    assert waited < 10, f"the program needed {waited:.1f} s to notice the dead daemon"
 
 
 @pytest.mark.timeout(180)

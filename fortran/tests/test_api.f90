@@ -26,6 +26,7 @@ program test_api
     call check_argument_errors()
     call check_reshape_with_dims()
     call check_zero_sized()
+    call check_out_of_memory()
     call check_view_outlives_key()
     call check_inference()
     call check_view_outlives_client()
@@ -248,6 +249,22 @@ contains
         call check(all(view%shape() == [0, 3]), 'view (0,3) shape')
         call expect(view%release(), SHMSTORE_SUCCESS, 'release (0,3)')
     end subroutine check_zero_sized
+
+    !> Puts 1 GiB, more than the arena of a test store. The store rejects the
+    !> size before it reads the array, so the array is left uninitialized.
+    subroutine check_out_of_memory()
+        real(c_double), allocatable :: big(:)
+        logical :: exists
+        integer :: code
+
+        allocate(big(134217728))
+        code = client%put_tensor('api_big', big)
+        call expect(code, SHMSTORE_OUT_OF_MEMORY, 'put of 1 GiB')
+        call print_message('out of memory', code)
+        call expect(client%tensor_exists('api_big', exists), SHMSTORE_SUCCESS, &
+            'tensor_exists after a failed put')
+        call check(.not. exists, 'failed put stores nothing')
+    end subroutine check_out_of_memory
 
     subroutine check_view_outlives_key()
         real(c_double) :: array(4)
