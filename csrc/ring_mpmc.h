@@ -1,20 +1,31 @@
 /*
  * ring_mpmc.h - bounded multi-producer, multi-consumer queue of
- * fixed-size cells in caller-provided (usually shared) memory.
+ * fixed-size cells in caller-provided (usually shared) memory, which a
+ * daemon can repair after a producer or consumer dies mid-operation.
  *
- * Each cell has a 64-bit sequence number that records whose turn it is. A
- * producer holding ticket t may fill cell t % cells when its sequence is
- * t, and then stores t + 1. That lets the consumer holding ticket t empty
- * the cell and store t + cells, which hands it to the producer of the
- * next lap.
- * Producers and consumers take tickets with a compare-and-swap on their
- * own counter, so each cell has one writer at a time and no lock is held.
+ * Ticket t belongs to cell t % cells in lap t / cells. Each cell has one
+ * 64-bit state word: the high 32 bits are the cell's turn, the low 32 bits
+ * the owner id of the party working on it (0: none). In lap L the cell
+ * goes through four states:
+ *
+ *   (2L, 0)        empty, waiting for the producer of lap L
+ *   (2L, owner)    that producer is writing the payload
+ *   (2L + 1, 0)    full, waiting for the consumer of lap L
+ *   (2L + 1, owner) that consumer is copying the payload out
+ *
+ * and then (2L + 2, 0) starts the next lap. A party claims a cell with a
+ * compare-and-swap that sets its owner id, then moves the shared ticket
+ * counter on; a party that finds a cell already claimed for its ticket
+ * moves the counter on for the claimer, so a claimer that dies never
+ * blocks the counter. Turns are compared modulo 2^32.
+ *
+ * Because the owner is recorded in the same atomic step as the claim,
+ * shm_mpmc_recover() can finish the cells of a dead owner: a half-written
+ * message is dropped and a half-read one is lost, and the queue goes on.
+ * Until then, consumers stop at a cell whose producer died, and producers
+ * stop one lap later at a cell whose consumer died.
  *
  * A cell carries a uint32 length and up to cell_bytes payload bytes.
- *
- * NOTE: a producer or consumer that dies between taking a ticket and
- * publishing its cell leaves that cell unfinished, and the queue stalls
- * at that cell for good. The window is one memcpy of at most cell_bytes.
  */
 #ifndef SHMSTORE_RING_MPMC_H
 #define SHMSTORE_RING_MPMC_H
@@ -27,15 +38,14 @@
 #define SHM_MPMC_MAGIC 0x4d504d43u     /* "MPMC" */
 
 typedef struct shm_mpmc_cell {
-    /* Shared: the turn counter, see the file comment. */
-    shm_atomic_u64 sequence;
-    /* Shared: written by the producer that owns the turn before it
-     * publishes sequence; read by consumers after they load sequence.
-     * Atomic because a consumer reads it before claiming the cell. */
+    /* Shared: turn << 32 | owner id, see the file comment. */
+    shm_atomic_u64 state;
+    /* Shared: written by the owning producer before it publishes the cell,
+     * read by consumers after they load state. Atomic because a consumer
+     * reads it before claiming the cell. */
     shm_atomic_u32 length;
     uint32_t reserved;
-    /* Shared: cell_bytes bytes, written and read like length, but only by
-     * the producer and the consumer that own the turn. */
+    /* Shared: cell_bytes bytes, written and read only by the owner. */
     unsigned char payload[];
 } shm_mpmc_cell_t;
 
@@ -46,10 +56,10 @@ typedef struct shm_mpmc {
     uint32_t cell_bytes;                            /* max payload per cell */
     uint32_t cell_stride;                           /* bytes from one cell to the next */
 
-    /* Shared: producers' ticket counter. */
+    /* Shared: the next ticket for producers. */
     _Alignas(SHM_CACHE_LINE) shm_atomic_u64 enqueue_ticket;
 
-    /* Shared: consumers' ticket counter. */
+    /* Shared: the next ticket for consumers. */
     _Alignas(SHM_CACHE_LINE) shm_atomic_u64 dequeue_ticket;
 
     /* The cells, cell_stride bytes apart. */
@@ -57,7 +67,8 @@ typedef struct shm_mpmc {
 } shm_mpmc_t;
 
 /* Returns the bytes a queue of cells cells of cell_bytes payload bytes
- * needs, or 0 when cells is not a power of two >= 2 or cell_bytes is 0. */
+ * needs, or 0 when cells is not a power of two >= 2 or cell_bytes is 0 or
+ * above UINT32_MAX / 2. */
 size_t shm_mpmc_footprint(uint32_t cells, uint32_t cell_bytes);
 
 /* Initialises a queue in mem, which must be shm_mpmc_footprint() bytes,
@@ -66,18 +77,40 @@ size_t shm_mpmc_footprint(uint32_t cells, uint32_t cell_bytes);
  * -EINVAL on bad sizes or alignment. */
 int shm_mpmc_init(void *mem, uint32_t cells, uint32_t cell_bytes);
 
-/* Appends a copy of the len bytes at msg. Any thread or process. Returns
- * 0, -EAGAIN when every cell is taken, or -EMSGSIZE when len exceeds
- * cell_bytes. */
-int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len);
+/* Appends a copy of the len bytes at msg, recording owner (non-zero, for
+ * example the caller's pid) in the cell while it writes. Any thread or
+ * process. Returns 0, -EAGAIN when every cell is taken, -EMSGSIZE when
+ * len exceeds cell_bytes, or -EINVAL when owner is 0. */
+int shm_mpmc_push_as(shm_mpmc_t *queue, uint32_t owner, const void *msg, uint32_t len);
 
 /* Removes the oldest message and copies it into buf (cap bytes), storing
- * its length in *len. Any thread or process. Returns 0, -EAGAIN when the
- * queue is empty, -EMSGSIZE with *len set when cap is too small (the
- * message then stays queued, and a cap of at least cell_bytes avoids it), or
- * -EBADMSG when the cell's length exceeds cell_bytes, which means a
- * corrupted cell; that cell is then dropped. */
+ * its length in *len, with owner recorded as in shm_mpmc_push_as(). Any
+ * thread or process. Returns 0, -EAGAIN when the queue is empty (or its
+ * oldest message is still being written), -EMSGSIZE with *len set when
+ * cap is too small (the message then stays queued, and a cap of at least
+ * cell_bytes avoids it), -EBADMSG when the cell's length exceeds
+ * cell_bytes, which means a corrupted cell that is then dropped, or
+ * -EINVAL when owner is 0. Skips messages dropped by shm_mpmc_recover(). */
+int shm_mpmc_pop_as(shm_mpmc_t *queue, uint32_t owner, void *buf, uint32_t cap,
+                    uint32_t *len);
+
+/* shm_mpmc_push_as() and shm_mpmc_pop_as() with the caller's pid as the
+ * owner, so that a daemon that learns of a dead pid can recover its cells. */
+int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len);
 int shm_mpmc_pop(shm_mpmc_t *queue, void *buf, uint32_t cap, uint32_t *len);
+
+/* Finishes every cell that owner had claimed: a message it was writing is
+ * dropped (consumers skip it), a message it was reading is lost. Returns
+ * how many cells it finished; *dropped and *lost (either may be NULL)
+ * receive the two counts.
+ * Call it only once owner can no longer touch the queue (its process is
+ * dead), from any one thread at a time; other parties may keep using the
+ * queue meanwhile. NOTE: with pids as owner ids, a new process that got
+ * the dead one's pid and is inside a push or pop at that moment would
+ * have its cell finished under it; callers that cannot rule that out pass
+ * ids that are never reused. */
+uint32_t shm_mpmc_recover(shm_mpmc_t *queue, uint32_t owner, uint32_t *dropped,
+                          uint32_t *lost);
 
 /* Returns how many messages are queued. Approximate for everyone: pushes
  * and pops in flight may or may not be counted. */

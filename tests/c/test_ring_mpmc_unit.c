@@ -1,6 +1,7 @@
 /*
  * test_ring_mpmc_unit.c - single-threaded cases of the MPMC queue: empty,
- * full, many laps, oversize messages, short buffers, corrupted cells.
+ * full, many laps, oversize messages, short buffers, corrupted cells, and
+ * recovery of cells whose producer or consumer died mid-operation.
  */
 #include "test_ring_support.h"
 
@@ -163,6 +164,94 @@ static void test_corrupted(void)
     CHECK(shm_mpmc_size_approx(queue) == 0);
 }
 
+/* Cell state as the header documents it: turn << 32 | owner. */
+static uint64_t cell_state(uint32_t turn, uint32_t owner)
+{
+    return ((uint64_t)turn << 32) | owner;
+}
+
+static shm_mpmc_cell_t *cell_of(shm_mpmc_t *queue, uint32_t index)
+{
+    return (shm_mpmc_cell_t *)(queue->cell_area + (size_t)index * queue->cell_stride);
+}
+
+static void test_owner_zero(void)
+{
+    shm_mpmc_t *queue = fresh_queue();
+    unsigned char buf[CELL_BYTES] = {0};
+    uint32_t len = 0;
+    CHECK_RC(shm_mpmc_push_as(queue, 0, buf, 1), -EINVAL);
+    push_pattern(queue, 1, 1);
+    CHECK_RC(shm_mpmc_pop_as(queue, 0, buf, sizeof buf, &len), -EINVAL);
+    CHECK(shm_mpmc_recover(queue, 0, NULL, NULL) == 0);
+    pop_pattern(queue, 1, 1);
+}
+
+/* A producer that died after claiming ticket 1, before moving the ticket
+ * counter on or publishing: other producers move past it, consumers stop
+ * at it until shm_mpmc_recover() drops it. */
+static void test_recover_producer(void)
+{
+    const uint32_t dead = 4242;
+    shm_mpmc_t *queue = fresh_queue();
+    push_pattern(queue, 10, 0);
+    shm_store_relaxed(&cell_of(queue, 1)->state, cell_state(0, dead));
+
+    push_pattern(queue, 20, 2);
+    CHECK(shm_load_relaxed(&queue->enqueue_ticket) == 3);
+
+    pop_pattern(queue, 10, 0);
+    unsigned char buf[CELL_BYTES];
+    uint32_t len = 0;
+    CHECK_RC(shm_mpmc_pop(queue, buf, sizeof buf, &len), -EAGAIN);
+
+    CHECK(shm_mpmc_recover(queue, dead + 1, NULL, NULL) == 0);
+    uint32_t dropped = 99;
+    uint32_t lost = 99;
+    CHECK(shm_mpmc_recover(queue, dead, &dropped, &lost) == 1);
+    CHECK(dropped == 1);
+    CHECK(lost == 0);
+
+    pop_pattern(queue, 20, 2);
+    CHECK_RC(shm_mpmc_pop(queue, buf, sizeof buf, &len), -EAGAIN);
+    CHECK(shm_mpmc_size_approx(queue) == 0);
+
+    /* The queue keeps working over the next laps. */
+    for (uint32_t tag = 0; tag < 3 * CELLS; tag++) {
+        push_pattern(queue, tag % CELL_BYTES, tag);
+        pop_pattern(queue, tag % CELL_BYTES, tag);
+    }
+}
+
+/* A consumer that died while copying ticket 0 out: other consumers move
+ * past it, and producers stop at its cell one lap later until
+ * shm_mpmc_recover() hands the cell on. */
+static void test_recover_consumer(void)
+{
+    const uint32_t dead = 4343;
+    shm_mpmc_t *queue = fresh_queue();
+    for (uint32_t tag = 0; tag < CELLS; tag++)
+        push_pattern(queue, tag + 1, tag);
+    shm_store_relaxed(&cell_of(queue, 0)->state, cell_state(1, dead));
+
+    for (uint32_t tag = 1; tag < CELLS; tag++)
+        pop_pattern(queue, tag + 1, tag);
+
+    unsigned char buf[CELL_BYTES] = {0};
+    CHECK_RC(shm_mpmc_push(queue, buf, 1), -EAGAIN);
+
+    uint32_t dropped = 99;
+    uint32_t lost = 99;
+    CHECK(shm_mpmc_recover(queue, dead, &dropped, &lost) == 1);
+    CHECK(dropped == 0);
+    CHECK(lost == 1);
+
+    for (uint32_t tag = 0; tag < 3 * CELLS; tag++) {
+        push_pattern(queue, tag % CELL_BYTES, tag);
+        pop_pattern(queue, tag % CELL_BYTES, tag);
+    }
+}
+
 int main(void)
 {
     test_guard(20);
@@ -173,6 +262,9 @@ int main(void)
     test_short_buffer();
     test_laps();
     test_corrupted();
+    test_owner_zero();
+    test_recover_producer();
+    test_recover_consumer();
     printf("test_ring_mpmc_unit: all cases passed\n");
     return 0;
 }
