@@ -30,13 +30,14 @@ int shm_process_start_ticks(pid_t pid, uint64_t *ticks)
     text[length] = '\0';
 
     /* The command name (field 2) is in parentheses and may contain spaces
-     * and ')', so count fields from the last ')'. It ends field 2; the
-     * start time is field 22, i.e. 20 fields further. */
+     * and ')', so count fields from the last ')'. The space after it
+     * starts field 3; each step below moves to the space before the next
+     * field, ending at the space before field 22, the start time. */
     char *cursor = strrchr(text, ')');
     if (cursor == NULL)
         return -EIO;
     cursor++;
-    for (int field = 2; field < 22; field++) {
+    for (int field = 3; field < 22; field++) {
         cursor = strchr(cursor + 1, ' ');
         if (cursor == NULL)
             return -EIO;
