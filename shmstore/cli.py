@@ -126,6 +126,17 @@ def run_status(arguments: argparse.Namespace) -> int:
               f"`shmstore serve --name {arguments.name} --memory SIZE`.", file=sys.stderr)
         return 1
     print(format_status(arguments.name, stats))
+
+    # ---- inference workers and model statistics (shmstore/inference/status.py) ----
+    from shmstore.inference.status import format_inference_status
+
+    try:
+        inference = format_inference_status(arguments.name)
+    except ShmstoreError as error:
+        inference = f"inference: cannot read the model statistics: {error}"
+    if inference is not None:
+        print(inference)
+    # ---- end of inference status ----
     return 0
 
 
