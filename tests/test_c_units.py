@@ -269,10 +269,11 @@ def test_c_program(source: Path, flavour: Flavour, core_builder: CoreBuilder,
     result = _compile([
         *BASE_FLAGS, *flavour.flags, str(source), *link, *LINK_LIBS, "-o", str(binary),
     ])
-    message = f"compiling {source.name} ({flavour.name}) failed:\n{result.stderr}"
-    if result.returncode != 0 and chain.compile_errors:
-        message += "\nthese core sources did not compile:\n" + _compile_errors_text(chain)
-    assert result.returncode == 0, message
+    if result.returncode != 0:
+        message = f"compiling {source.name} ({flavour.name}) failed:\n{result.stderr}"
+        if chain.compile_errors:
+            message += "\nthese core sources did not compile:\n" + _compile_errors_text(chain)
+        pytest.fail(message, pytrace=False)
 
     env = dict(os.environ)
     env.update(flavour.env)
@@ -291,6 +292,8 @@ def test_c_program(source: Path, flavour: Flavour, core_builder: CoreBuilder,
     if status == EXIT_SKIP:
         # The program's last output line states why it skipped.
         pytest.skip(_last_line(output, f"{source.stem} exited with {EXIT_SKIP}"))
-    assert status == 0, f"{source.stem} ({flavour.name}) exited with {status}:\n{output}"
+    if status != 0:
+        pytest.fail(f"{source.stem} ({flavour.name}) exited with {status}:\n{output}",
+                    pytrace=False)
     assert not leftover_processes, f"{source.stem} left processes in group {pid}"
     assert not leftover_segments, f"{source.stem} left segments: {leftover_segments}"
