@@ -341,6 +341,36 @@ def test_example_makefile(fortran_build: Dict[str, Path], store: str,
 
 
 @pytest.mark.timeout(180)
+def test_example_installed_module(store: str, tmp_path: Path) -> None:
+    import shmstore
+    from shmstore import config
+
+    try:
+        config.fflags()
+    except config.BuildMissingError as error:
+        pytest.skip(f"the installed package has no Fortran module: {error}")
+
+    # The Makefile runs `shmstore config`; this wrapper makes it use this interpreter.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "shmstore"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m shmstore "$@"\n')
+    wrapper.chmod(0o755)
+
+    example_dir = tmp_path / "example"
+    shutil.copytree(FORTRAN_DIR / "examples", example_dir)
+    package_parent = str(Path(shmstore.__file__).resolve().parent.parent)
+    environment = dict(os.environ, PATH=f"{bin_dir}:{os.environ.get('PATH', '')}",
+                       PYTHONPATH=package_parent)
+    run_checked(["make", "-C", str(example_dir)], env=environment)
+
+    result = run_program(example_dir / "heat_exchange", store)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "stored temperature_3" in output
+
+
+@pytest.mark.timeout(180)
 def test_example_without_store(fortran_build: Dict[str, Path], tmp_path: Path) -> None:
     example_dir = tmp_path / "example"
     shutil.copytree(FORTRAN_DIR / "examples", example_dir)
