@@ -2,7 +2,7 @@
 
 Run from the repository root, after `pip install -e .`:
 
-    python -m bench.report            # the full run, about two minutes on 2 cores
+    python -m bench.report            # the full run, about one minute on 2 cores
     python -m bench.report --quick    # a few calls per case, to check that it all works
 
 It starts its own shmstore daemon and its own redis-server, which listens on a unix socket in
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import platform
 import sys
 from typing import Any, Callable
@@ -30,10 +31,10 @@ from bench.timing import Summary, time_operation
 
 log = logging.getLogger("bench.report")
 
-# Timed calls per case and size. The full counts keep the run near two minutes on 2 cores;
-# 64 MiB through Redis costs tens of milliseconds per call.
-FULL_REPETITIONS = {"8 KiB": 2000, "1 MiB": 200, "64 MiB": 20}
-QUICK_REPETITIONS = {"8 KiB": 20, "1 MiB": 5, "64 MiB": 3}
+# Timed calls per case and size. The full counts keep the run near one minute on 2 cores,
+# because 64 MiB through Redis or shared_memory costs 50 to 200 milliseconds per call.
+FULL_REPETITIONS = {"8 KiB": 5000, "1 MiB": 500, "64 MiB": 40}
+QUICK_REPETITIONS = {"8 KiB": 20, "1 MiB": 5, "64 MiB": 2}
 
 # Implementation labels, in the column order of the printed tables.
 SHMSTORE_PYTHON = "shmstore Python"
@@ -53,22 +54,33 @@ ZERO_COPY_MAX_RATIO = 2.0
 Results = dict[str, dict[str, dict[str, Summary]]]
 
 
-def warmup_calls(repetitions: int) -> int:
-    return min(10, repetitions)
+def describe_machine() -> str:
+    """Return the CPU model and the number of CPUs, as /proc/cpuinfo and os report them."""
+    model = platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} CPUs"
 
 
 def time_case(results: Results, implementation: str, size: str,
-              operations: dict[str, Callable[[], object]], repetitions: int) -> None:
+              operations: dict[str, Callable[[], object]], repetitions: int,
+              warmup: int) -> None:
     """Time every operation of one case and record it under results."""
     for operation, call in operations.items():
-        summary = time_operation(call, repetitions, warmup_calls(repetitions))
+        summary = time_operation(call, repetitions, warmup)
         results.setdefault(implementation, {}).setdefault(size, {})[operation] = summary
         log.info("%-16s %-7s %-8s median %10.2f us", implementation, size, operation,
                  summary.median_s * 1e6)
 
 
-def measure_python(results: Results, repetitions: dict[str, int], store_name: str,
-                   redis_socket: str) -> None:
+def measure_python(results: Results, repetitions: dict[str, int], warmup: int,
+                   store_name: str, redis_socket: str) -> None:
     """Time the cases that run inside this Python process."""
     import redis
 
@@ -82,7 +94,7 @@ def measure_python(results: Results, repetitions: dict[str, int], store_name: st
         count = repetitions[size]
 
         memcpy = MemcpyCase(tensor)
-        time_case(results, MEMCPY_NUMPY, size, {"copy": memcpy.copy}, count)
+        time_case(results, MEMCPY_NUMPY, size, {"copy": memcpy.copy}, count, warmup)
         del memcpy
 
         cases: list[tuple[str, Any]] = [
@@ -93,7 +105,8 @@ def measure_python(results: Results, repetitions: dict[str, int], store_name: st
         for implementation, case in cases:
             try:
                 time_case(results, implementation, size,
-                          {"put": case.put, "get": case.get, "put+get": case.put_get}, count)
+                          {"put": case.put, "get": case.get, "put+get": case.put_get},
+                          count, warmup)
             finally:
                 case.close()
 
@@ -231,8 +244,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
                         help="time only a few calls per case, to check that everything runs")
     parser.add_argument("--json", metavar="PATH",
                         help="also write every timing (microseconds) and bar to this file")
-    parser.add_argument("--memory", default="1G",
-                        help="data arena size of the benchmark's store (default: 1G)")
+    parser.add_argument("--memory", default="512M",
+                        help="data arena size of the benchmark's store, such as 512M or 2G "
+                             "(default: 512M, room for three versions of the 64 MiB tensor)")
     parser.add_argument("--verbose", action="store_true", help="log each case as it is timed")
     return parser.parse_args(argv)
 
@@ -242,11 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if arguments.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")
     repetitions = QUICK_REPETITIONS if arguments.quick else FULL_REPETITIONS
+    warmup = 1 if arguments.quick else 10
     results: Results = {}
     c_error = ""
 
     with StoreDaemon(memory=arguments.memory) as daemon, RedisServer() as redis_server:
-        measure_python(results, repetitions, daemon.name, redis_server.socket_path)
+        measure_python(results, repetitions, warmup, daemon.name, redis_server.socket_path)
         try:
             measure_c(results, repetitions, daemon.name)
         except CBenchError as error:
@@ -254,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the C benchmark failed, so its columns stay empty: %s", error)
         redis_version = redis_server.version
 
-    print(f"shmstore data-path benchmark ({'quick' if arguments.quick else 'full'} run): "
-          f"Python {platform.python_version()}, numpy {np.__version__}, "
-          f"Redis {redis_version}, {platform.machine()}")
+    print(f"shmstore data-path benchmark, {'quick' if arguments.quick else 'full'} run")
+    print(f"Machine: {describe_machine()}")
+    print(f"Python {platform.python_version()}, numpy {np.__version__}, "
+          f"redis-server {redis_version}")
     print("Calls timed per case: " + ", ".join(f"{size} x{count}"
                                                for size, count in repetitions.items()))
     print_table(results, "Median per call, microseconds", lambda s: s.median_s, list(SIZES))
