@@ -1,0 +1,446 @@
+"""Inference through a real daemon with two CPU workers: results, concurrency, errors,
+scripts, infer(), statistics and the C API.
+
+One daemon serves the whole module, because each worker spends a few seconds importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="inference tests need torch (pip install torch==2.13.0)")
+
+from conftest import DaemonProcess, segments_of, unique_store_name  # noqa: E402
+
+import shmstore  # noqa: E402
+from shmstore.errors import KeyNotFoundError, ModelError  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORKER_START_TIMEOUT_S = 60.0
+
+
+def eke_model_path() -> Path:
+    """Return the ML-EKE TorchScript file: $SHMSTORE_EKE_MODEL, else the shared copy."""
+    configured = os.environ.get("SHMSTORE_EKE_MODEL")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "shared/models/ncar_ml_eke.pt"
+
+
+# ---- test models ---------------------------------------------------------------------------
+
+class RowModel(torch.nn.Module):
+    """A batchable model: every output row depends only on its input row, (N, 4) -> (N, 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(7)
+        self.register_buffer("weight", torch.randn(4, 3, generator=generator))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x @ self.weight) + 0.5
+
+
+class TwoOutputs(torch.nn.Module):
+    def forward(self, x: torch.Tensor):
+        return x + 1.0, x * 2.0
+
+
+class RaisesOnNegative(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x < 0).any()):
+            raise RuntimeError("negative inputs are not allowed")
+        return x.sqrt()
+
+
+class Expand(torch.nn.Module):
+    """Maps (1, d) to (3, d): its first output dimension does not follow the batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x * 2.0, x * 3.0], 0)
+
+
+SCRIPT = textwrap.dedent("""
+    def scale(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+        return x * factor
+
+    def split(x: torch.Tensor):
+        return x[:, :2], x[:, 2:]
+""")
+
+
+# ---- fixtures ----------------------------------------------------------------------------------
+
+def wait_for_workers(client: shmstore.Client, count: int, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = client.get_inference_workers()
+        if sum(worker["state"] == "ready" for worker in workers) >= count:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"{count} inference workers not ready within {timeout_s} s")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    """A daemon with two CPU workers, shared by this module; checks its clean stop."""
+    name = unique_store_name("infer")
+    log_path = tmp_path_factory.mktemp("infer") / "daemon.log"
+    daemon = DaemonProcess(name, "256M", log_path, ["--workers", "2"]).start()
+    with shmstore.Client(name) as client:
+        wait_for_workers(client, 2, WORKER_START_TIMEOUT_S)
+        worker_pids = [worker["pid"] for worker in client.get_inference_workers()]
+
+    yield daemon
+
+    assert daemon.stop() == 0, daemon.log_text()
+    assert segments_of(name) == []
+    for pid in worker_pids:
+        assert not os.path.exists(f"/proc/{pid}"), f"worker pid {pid} outlived the daemon"
+
+
+@pytest.fixture
+def client(served: DaemonProcess) -> Iterator[shmstore.Client]:
+    with shmstore.Client(served.name) as connected:
+        yield connected
+
+
+def run_clients(code: str, store: str, count: int, seed: int,
+                timeout: float = 120.0) -> list:
+    """Run code in count client processes at once; each prints one JSON line. Return them."""
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, store, str(seed + number), str(number)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for number in range(count)
+    ]
+    results = []
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=timeout)
+        assert process.returncode == 0, f"client process failed:\n{stderr}"
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
+
+
+# ---- results -----------------------------------------------------------------------------------
+
+EKE_CLIENT = textwrap.dedent("""
+    import io, json, sys
+    import numpy as np, torch
+    import shmstore
+
+    store, seed, number = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    rng = np.random.default_rng(seed)
+    client = shmstore.Client(store)
+    reference = torch.jit.load(io.BytesIO(client.get_model("eke")))
+    worst = 0.0
+    checked = 0
+    for rows in (1, 7, 64, 4096):
+        x = rng.standard_normal((rows, 4)).astype(np.float32)
+        client.put_tensor(f"eke-in-{number}", x)
+        client.run_model("eke", [f"eke-in-{number}"], [f"eke-out-{number}"])
+        got = client.get_tensor(f"eke-out-{number}")
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x.copy())).numpy()
+        assert got.shape == expected.shape, (got.shape, expected.shape)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        checked += rows
+    print(json.dumps({"rows": checked}))
+""")
+
+
+@pytest.mark.timeout(240)
+def test_eke_matches_direct_call(client, served, seed):
+    path = eke_model_path()
+    if not path.is_file():
+        pytest.skip(f"ML-EKE model not found at {path}; set SHMSTORE_EKE_MODEL")
+    client.set_model_from_file("eke", path, batch_size=8192)
+
+    results = run_clients(EKE_CLIENT, served.name, count=3, seed=seed)
+
+    assert [result["rows"] for result in results] == [1 + 7 + 64 + 4096] * 3
+
+
+ROW_CLIENT = textwrap.dedent("""
+    import io, json, sys
+    import numpy as np, torch
+    import shmstore
+
+    store, seed, number = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    rng = np.random.default_rng(seed)
+    client = shmstore.Client(store)
+    reference = torch.jit.load(io.BytesIO(client.get_model("rows")))
+    checksum = 0.0
+    for request in range(40):
+        rows = int(rng.integers(1, 17))
+        x = rng.standard_normal((rows, 4)).astype(np.float32)
+        client.put_tensor(f"rows-in-{number}", x)
+        client.run_model("rows", [f"rows-in-{number}"], [f"rows-out-{number}"])
+        got = client.get_tensor(f"rows-out-{number}")
+        with torch.no_grad():
+            alone = reference(torch.from_numpy(x.copy())).numpy()
+        assert got.shape == (rows, 3), got.shape
+        np.testing.assert_allclose(got, alone, rtol=1e-5, atol=1e-6)
+        checksum += float(got.astype(np.float64).sum())
+    print(json.dumps({"checksum": checksum}))
+""")
+
+
+@pytest.mark.timeout(240)
+def test_batched_rows_match_alone(client, served, seed):
+    model = torch.jit.script(RowModel())
+    client.set_model("rows", model, batch_size=64, min_batch_size=8, min_batch_timeout=2)
+    before = client.get_model_stats("rows")["requests"]
+
+    results = run_clients(ROW_CLIENT, served.name, count=8, seed=seed)
+
+    # Conservation: the checksums the clients saw equal those of the model run directly on
+    # each client's own inputs, drawn again from the same seeds.
+    expected = 0.0
+    for number in range(8):
+        rng = np.random.default_rng(seed + number)
+        for _request in range(40):
+            rows = int(rng.integers(1, 17))
+            x = rng.standard_normal((rows, 4)).astype(np.float32)
+            with torch.no_grad():
+                expected += float(model(torch.from_numpy(x)).numpy().astype(np.float64).sum())
+    got = sum(result["checksum"] for result in results)
+    assert got == pytest.approx(expected, rel=1e-6, abs=1e-4)
+
+    def counted() -> bool:
+        return client.get_model_stats("rows")["requests"] >= before + 8 * 40
+
+    deadline = time.monotonic() + 5
+    while not counted() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = client.get_model_stats("rows")
+    assert stats["requests"] - before == 8 * 40
+    assert stats["errors"] == 0
+    assert stats["max_batch_size"] <= 64
+
+
+@pytest.mark.timeout(60)
+def test_infer_returns_arrays(client):
+    client.set_model("two", torch.jit.script(TwoOutputs()))
+    x = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+    first, second = client.infer("two", x)
+
+    np.testing.assert_array_equal(first, x + 1)
+    np.testing.assert_array_equal(second, x * 2)
+    assert not [key for key in client.keys() if key.startswith("__shmstore__/tmp/")]
+
+
+@pytest.mark.timeout(60)
+def test_model_replacement_switches(client):
+    class AddOne(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 1.0
+
+    class AddTwo(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 2.0
+
+    x = np.zeros((2, 2), dtype=np.float32)
+    client.put_tensor("swap-in", x)
+
+    client.set_model("swap", torch.jit.script(AddOne()))
+    client.run_model("swap", ["swap-in"], ["swap-out"])
+    np.testing.assert_array_equal(client.get_tensor("swap-out"), x + 1)
+
+    client.set_model("swap", torch.jit.script(AddTwo()))
+    for _ in range(4):  # both workers must switch
+        client.run_model("swap", ["swap-in"], ["swap-out"])
+        np.testing.assert_array_equal(client.get_tensor("swap-out"), x + 2)
+
+
+@pytest.mark.timeout(60)
+def test_model_storage_calls(client):
+    model = torch.jit.script(RowModel())
+    client.set_model("stored", model, device="cpu", batch_size=32, min_batch_size=4,
+                     min_batch_timeout=3, tag="v7")
+
+    assert client.model_exists("stored")
+    assert client.poll_model("stored", 10, 1)
+    settings = client.get_model_settings("stored")
+    assert settings["device"] == "CPU"
+    assert (settings["batch_size"], settings["min_batch_size"],
+            settings["min_batch_timeout"]) == (32, 4, 3)
+    assert settings["tag"] == "v7"
+    assert "stored" not in client.keys()
+    loaded = torch.jit.load(__import__("io").BytesIO(client.get_model("stored")))
+    x = torch.ones(2, 4)
+    assert torch.equal(loaded(x), model(x))
+
+    client.delete_model("stored")
+    assert not client.model_exists("stored")
+    with pytest.raises(KeyNotFoundError):
+        client.get_model("stored")
+
+
+@pytest.mark.timeout(60)
+def test_script_functions(client):
+    client.set_script("prep", SCRIPT)
+    client.put_tensor("script-x", np.arange(8, dtype=np.float32).reshape(2, 4))
+    client.put_tensor("script-factor", np.array(3.0, dtype=np.float32))
+
+    client.run_script("prep", "scale", ["script-x", "script-factor"], ["script-scaled"])
+    client.run_script("prep", "split", ["script-x"], ["script-left", "script-right"])
+
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    np.testing.assert_array_equal(client.get_tensor("script-scaled"), x * 3)
+    np.testing.assert_array_equal(client.get_tensor("script-left"), x[:, :2])
+    np.testing.assert_array_equal(client.get_tensor("script-right"), x[:, 2:])
+    assert client.get_script("prep") == SCRIPT
+    with pytest.raises(ModelError, match="no function 'missing'"):
+        client.run_script("prep", "missing", ["script-x"], ["script-y"])
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_errors_per_request(client):
+    client.set_model("rows-err", torch.jit.script(RowModel()), batch_size=16)
+    client.set_model("raises", torch.jit.script(RaisesOnNegative()))
+    client.set_model("two-err", torch.jit.script(TwoOutputs()))
+    client.put_tensor("good", np.ones((2, 4), dtype=np.float32))
+    client.put_tensor("as-double", np.ones((2, 4), dtype=np.float64))
+    client.put_tensor("wide", np.ones((2, 5), dtype=np.float32))
+    client.put_tensor("negative", -np.ones((2, 4), dtype=np.float32))
+
+    with pytest.raises(KeyNotFoundError, match="model 'absent' not found"):
+        client.run_model("absent", ["good"], ["out"])
+    with pytest.raises(KeyNotFoundError, match="input tensor 'missing-input'"):
+        client.run_model("rows-err", ["missing-input"], ["out"])
+    with pytest.raises(ModelError, match="expected .*Double.*|.*dtype"):
+        client.run_model("rows-err", ["as-double"], ["out"])
+    with pytest.raises(ModelError, match="cannot be multiplied|shapes"):
+        client.run_model("rows-err", ["wide"], ["out"])
+    with pytest.raises(ModelError, match="negative inputs are not allowed"):
+        client.run_model("raises", ["negative"], ["out"])
+    with pytest.raises(ModelError, match="returned 2 output.*names 3 output key"):
+        client.run_model("two-err", ["good"], ["out-a", "out-b", "out-c"])
+
+    client.run_model("rows-err", ["good"], ["out"])
+    assert client.get_tensor("out").shape == (2, 3)
+
+
+@pytest.mark.timeout(60)
+def test_two_outputs_one_key_fails_fast(client):
+    client.set_model("two-one", torch.jit.script(TwoOutputs()), batch_size=8)
+    client.put_tensor("two-one-in", np.ones((1, 2), dtype=np.float32))
+    client.run_model("two-one", ["two-one-in"], ["warm-a", "warm-b"])
+
+    started = time.monotonic()
+    with pytest.raises(ModelError, match="returned 2 output.*names 1 output key"):
+        client.run_model("two-one", ["two-one-in"], ["only"])
+    assert time.monotonic() - started < 2.0
+
+    client.run_model("two-one", ["two-one-in"], ["next-a", "next-b"])
+    np.testing.assert_array_equal(client.get_tensor("next-b"), np.full((1, 2), 2.0))
+
+
+@pytest.mark.timeout(60)
+def test_expand_alone_returns_full(client):
+    client.set_model("expand", torch.jit.script(Expand()), batch_size=16)
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    client.put_tensor("expand-in", x)
+
+    client.run_model("expand", ["expand-in"], ["expand-out"])
+
+    got = client.get_tensor("expand-out")
+    assert got.shape == (3, 4)
+    np.testing.assert_array_equal(got, np.concatenate([x, 2 * x, 3 * x]))
+
+
+# ---- statistics, status and the C API ----------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_stats_and_status(client, served):
+    client.set_model("counted", torch.jit.script(RowModel()), batch_size=32)
+    client.put_tensor("counted-in", np.ones((5, 4), dtype=np.float32))
+    for _ in range(6):
+        client.run_model("counted", ["counted-in"], ["counted-out"])
+
+    deadline = time.monotonic() + 5
+    stats = client.get_model_stats("counted")
+    while stats["requests"] < 6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        stats = client.get_model_stats("counted")
+
+    assert stats["requests"] == 6
+    assert stats["errors"] == 0
+    assert stats["samples"] == 30
+    assert stats["batches"] == 6
+    assert stats["compute_ms_median"] is not None
+    assert stats["queue_wait_ms_p99"] is not None
+    with pytest.raises(KeyNotFoundError):
+        client.get_model_stats("never-stored")
+
+    status = subprocess.run([sys.executable, "-m", "shmstore", "status", "--name", served.name],
+                            capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "inference: 2 worker(s)" in status.stdout
+    assert "counted" in status.stdout
+
+
+C_PROGRAM = textwrap.dedent(r"""
+    #include <stdio.h>
+    #include <string.h>
+    #include <shmstore.h>
+
+    int main(int argc, char **argv)
+    {
+        shmstore_client_t *client = NULL;
+        int rc = shmstore_connect(argv[1], &client);
+        if (rc != 0) { printf("connect %s\n", shmstore_error_detail()); return 1; }
+        rc = shmstore_set_model_from_file(client, "c-model", argv[2], "TORCH", "CPU", 16, 0, 0);
+        if (rc != 0) { printf("set %s\n", shmstore_error_detail()); return 1; }
+        if (shmstore_model_exists(client, "c-model") != 1) { printf("exists\n"); return 1; }
+
+        float x[2][4] = {{1, 2, 3, 4}, {5, 6, 7, 8}};
+        int64_t dims[2] = {2, 4};
+        rc = shmstore_put(client, "c-in", x, SHMSTORE_FLOAT32, 2, dims, SHMSTORE_ORDER_C);
+        if (rc != 0) { printf("put %s\n", shmstore_error_detail()); return 1; }
+        const char *inputs[] = {"c-in"};
+        const char *outputs[] = {"c-out"};
+        rc = shmstore_run_model(client, "c-model", 1, inputs, 1, outputs, 30000);
+        if (rc != 0) { printf("run %d %s\n", rc, shmstore_error_detail()); return 1; }
+        rc = shmstore_run_model(client, "absent-model", 1, inputs, 1, outputs, 30000);
+        printf("absent %d %s\n", rc, shmstore_error_detail());
+        shmstore_disconnect(client);
+        return 0;
+    }
+""")
+
+
+@pytest.mark.timeout(120)
+def test_c_api_runs_model(client, served, tmp_path):
+    model_path = tmp_path / "rows.pt"
+    torch.jit.script(RowModel()).save(str(model_path))
+    source = tmp_path / "run_model.c"
+    source.write_text(C_PROGRAM)
+    program = tmp_path / "run_model"
+    flags = subprocess.run([sys.executable, "-m", "shmstore", "config", "--cflags", "--libs"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    subprocess.run(["gcc", "-std=c11", str(source), "-o", str(program), *flags], check=True)
+
+    result = subprocess.run([str(program), served.name, str(model_path)], capture_output=True,
+                            text=True, timeout=60)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"absent {shmstore.errors.SHMSTORE_ENOKEY} " in result.stdout
+    assert "model 'absent-model' not found" in result.stdout
+    x = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
+    with torch.no_grad():
+        expected = RowModel()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(client.get_tensor("c-out"), expected, rtol=1e-5)
