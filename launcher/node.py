@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Optional
 
 import psutil
@@ -25,6 +26,8 @@ from .options import OptionError, parse_model_spec
 from .segments import remove_segments
 
 logger = logging.getLogger("shmstore.launcher")
+
+RETRY_INTERVAL_S = 0.05
 
 
 def serve(name: str, memory: str, workers: Optional[int], device: Optional[str]) -> int:
@@ -44,6 +47,27 @@ def serve(name: str, memory: str, workers: Optional[int], device: Optional[str])
     return int(result or 0)
 
 
+def wait_until_ready(name: str, timeout_s: float) -> None:
+    """Wait until store `name` accepts clients, for at most timeout_s seconds.
+
+    A control segment that the daemon has created but not yet initialized reads as a layout
+    mismatch, so that error is retried like a missing store until the deadline; the last error
+    is raised then.
+    """
+    import shmstore
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        remaining_s = max(deadline - time.monotonic(), 0.0)
+        try:
+            shmstore.wait_for_store(name, remaining_s)
+            return
+        except shmstore.LayoutMismatchError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(RETRY_INTERVAL_S)
+
+
 def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
     """Wait until store `name` on this node is ready, then store the models; return 0 on success."""
     import shmstore
@@ -56,9 +80,9 @@ def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
         return 2
 
     try:
-        shmstore.wait_for_store(name, timeout_s)
+        wait_until_ready(name, timeout_s)
     except shmstore.ShmstoreError as error:
-        logger.error("timed out after %g s waiting for store %r on %s: %s", timeout_s, name, host, error)
+        logger.error("waiting %g s for store %r on %s failed: %s", timeout_s, name, host, error)
         return 1
 
     try:

@@ -7,36 +7,10 @@ a line. Bytes are passed through undecoded, so output in any encoding arrives un
 from __future__ import annotations
 
 import os
-import re
 import threading
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO, Optional
 
-# Parses a line of a tagged stream into (rank, text). A rank of None means that the line came
-# from the tool that started the ranks (mpirun, srun), not from a rank.
-LineParser = Callable[[bytes], tuple[Optional[int], bytes]]
-
-# `mpirun --tag-output` (Open MPI 4.x) writes `[JOBID,RANK]<stdout>:TEXT` or `<stderr>:`.
-_OPEN_MPI_TAG = re.compile(rb"^\[\d+,(\d+)\]<std(?:out|err)>:(.*)$", re.DOTALL)
-
-# `srun --label` writes `RANK: TEXT`, the rank right-aligned with spaces.
-_SLURM_LABEL = re.compile(rb"^\s*(\d+): (.*)$", re.DOTALL)
-
-
-def parse_open_mpi_line(line: bytes) -> tuple[Optional[int], bytes]:
-    """Split a line of `mpirun --tag-output` into the rank and the rank's own text."""
-    match = _OPEN_MPI_TAG.match(line)
-    if match is None:
-        return None, line
-    return int(match.group(1)), match.group(2)
-
-
-def parse_slurm_line(line: bytes) -> tuple[Optional[int], bytes]:
-    """Split a line of `srun --label` into the rank and the rank's own text."""
-    match = _SLURM_LABEL.match(line)
-    if match is None:
-        return None, line
-    return int(match.group(1)), match.group(2)
-
+from .tagged import DemultiplexerFactory
 
 class OutputRelay:
     """Copies the output streams of ranks to stdout (prefixed) and to per-rank log files."""
@@ -60,17 +34,18 @@ class OutputRelay:
         with self._lock:
             self._log_file(rank)
 
-    def follow(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser] = None,
+    def follow(self, stream: BinaryIO, rank: Optional[int],
+               demultiplexer_factory: Optional[DemultiplexerFactory] = None,
                tool: str = "launcher") -> None:
         """Start a thread that relays `stream` until it ends.
 
-        Lines belong to `rank`, or, when `parser` is given, to the rank the parser finds in each
-        line (a tagged stream of mpirun or srun carrying every rank). Lines without a rank are
+        Lines belong to `rank`, or, when `demultiplexer_factory` is given, to the ranks that its
+        demultiplexer finds in a tagged stream of mpirun or srun. Lines without a rank are
         labeled and logged with the name of the tool that wrote them.
         """
         thread = threading.Thread(
-            target=self._relay, args=(stream, rank, parser, tool), name=f"relay-{rank}",
-            daemon=True,
+            target=self._relay, args=(stream, rank, demultiplexer_factory, tool),
+            name=f"relay-{rank}", daemon=True,
         )
         thread.start()
         self._threads.append(thread)
@@ -87,14 +62,23 @@ class OutputRelay:
                 log_file.close()
             self._log_files.clear()
 
-    def _relay(self, stream: BinaryIO, rank: Optional[int], parser: Optional[LineParser],
-               tool: str) -> None:
+    def _relay(self, stream: BinaryIO, rank: Optional[int],
+               demultiplexer_factory: Optional[DemultiplexerFactory], tool: str) -> None:
+        if demultiplexer_factory is None:
+            with stream:
+                for line in iter(stream.readline, b""):
+                    if not line.endswith(b"\n"):
+                        line += b"\n"
+                    self._write(tool if rank is None else rank, line)
+            return
+
+        demultiplexer = demultiplexer_factory()
         with stream:
             for line in iter(stream.readline, b""):
-                if not line.endswith(b"\n"):
-                    line += b"\n"
-                line_rank, text = (rank, line) if parser is None else parser(line)
-                self._write(tool if line_rank is None else line_rank, text)
+                for line_rank, text in demultiplexer.feed(line):
+                    self._write(tool if line_rank is None else line_rank, text)
+        for line_rank, text in demultiplexer.flush():
+            self._write(tool if line_rank is None else line_rank, text)
 
     def _write(self, source: object, text: bytes) -> None:
         label = f"rank {source}" if isinstance(source, int) else str(source)

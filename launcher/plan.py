@@ -13,7 +13,7 @@ import sys
 from typing import Optional
 
 from .options import LaunchOptions
-from .output import LineParser
+from .tagged import DemultiplexerFactory
 
 # Environment variables that tell a rank which store to use. SHMSTORE_RANK is set only where
 # the launcher starts each rank itself. Under mpirun, srun and mpiexec the rank comes from the
@@ -28,13 +28,13 @@ class AppStep:
     """One process that the launcher starts for the application.
 
     Either one rank (`rank` set, its output untagged) or a tool that starts all ranks
-    (`parser` set, which finds the rank in each tagged output line).
+    (`demultiplexer_factory` set, which splits its tagged output into lines per rank).
     """
 
     argv: list[str]
     env: dict[str, str]
     rank: Optional[int] = None
-    parser: Optional[LineParser] = None
+    demultiplexer_factory: Optional[DemultiplexerFactory] = None
 
 
 @dataclasses.dataclass

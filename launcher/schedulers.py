@@ -8,7 +8,7 @@ import shutil
 from typing import Mapping, Optional
 
 from .options import LaunchOptions, OptionError
-from .output import parse_open_mpi_line, parse_slurm_line
+from .tagged import OpenMpiDemultiplexer, SlurmDemultiplexer
 from .plan import ENV_NAME, ENV_NRANKS, ENV_RANK, AppStep, LaunchPlan, app_environment, node_command
 
 
@@ -43,7 +43,8 @@ def build_local_plan(options: LaunchOptions) -> LaunchPlan:
         mpirun = shutil.which("mpirun") or "mpirun"
         argv = [mpirun, "-n", str(options.ranks), *mpirun_root_options(), "--oversubscribe",
                 "--tag-output", "-x", ENV_NAME, "-x", ENV_NRANKS, *options.command]
-        app_steps = [AppStep(argv=argv, env=environment, parser=parse_open_mpi_line)]
+        app_steps = [AppStep(argv=argv, env=environment,
+                             demultiplexer_factory=OpenMpiDemultiplexer)]
     else:
         app_steps = []
         for rank in range(options.ranks):
@@ -97,7 +98,7 @@ def build_slurm_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Laun
         nodes=nodes,
         daemon_steps=[per_node + node_command(options, "serve")],
         prepare_steps=[per_node + node_command(options, "prepare")],
-        app_steps=[AppStep(argv=app_argv, env={}, parser=parse_slurm_line)],
+        app_steps=[AppStep(argv=app_argv, env={}, demultiplexer_factory=SlurmDemultiplexer)],
         cleanup_steps=[per_node + node_command(options, "cleanup")],
     )
 
@@ -162,6 +163,7 @@ def build_pbs_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Launch
         nodes=len(hosts),
         daemon_steps=on_each_host("serve"),
         prepare_steps=on_each_host("prepare"),
-        app_steps=[AppStep(argv=app_argv, env=app_environment(options), parser=parse_open_mpi_line)],
+        app_steps=[AppStep(argv=app_argv, env=app_environment(options),
+                           demultiplexer_factory=OpenMpiDemultiplexer)],
         cleanup_steps=on_each_host("cleanup"),
     )

@@ -202,7 +202,7 @@ class Supervisor:
                 ) from None
 
             assert process.stdout is not None
-            self._relay.follow(process.stdout, step.rank, step.parser,
+            self._relay.follow(process.stdout, step.rank, step.demultiplexer_factory,
                                tool=os.path.basename(step.argv[0]))
             self._app.append((step, process))
 

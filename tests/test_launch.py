@@ -56,6 +56,18 @@ def run_launch(tmp_path: Path, name: str, options: list[str], command: list[str]
     return launcher.returncode, stdout.decode(), stderr.decode()
 
 
+def stop_launcher(launcher: subprocess.Popen) -> None:
+    """Stop a launcher that a failed check left running, letting it clean up first."""
+    if launcher.poll() is not None:
+        return
+    launcher.terminate()
+    try:
+        launcher.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        launcher.communicate()
+
+
 def segments_of(name: str) -> list[str]:
     return glob.glob(f"/dev/shm/shmstore-{name}-*")
 
@@ -222,9 +234,7 @@ def test_launch_sigint(tmp_path: Path) -> None:
         launcher.send_signal(signal.SIGINT)
         stdout, stderr = launcher.communicate(timeout=30)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        stop_launcher(launcher)
 
     assert launcher.returncode == 128 + signal.SIGINT, stderr.decode()
     assert "received SIGINT" in stderr.decode()
@@ -249,9 +259,7 @@ def test_launch_daemon_killed(tmp_path: Path) -> None:
         daemons[0].kill()
         _stdout, stderr = launcher.communicate(timeout=30)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        stop_launcher(launcher)
 
     assert launcher.returncode == 1
     assert "exited with code 137 during the run" in stderr.decode()
@@ -318,8 +326,7 @@ def test_launch_name_in_use(tmp_path: Path) -> None:
         assert first.poll() is None
         assert segments_of(name) != []
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.communicate(timeout=30)
+        stop_launcher(first)
 
     assert first.returncode == 128 + signal.SIGTERM
     assert_launch_gone(name, pid_dir)

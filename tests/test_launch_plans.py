@@ -16,7 +16,7 @@ import pytest
 
 from shmstore.launcher.env import rank_from_environment
 from shmstore.launcher.options import OptionError, parse_model_spec
-from shmstore.launcher.output import parse_open_mpi_line, parse_slurm_line
+from shmstore.launcher.tagged import OpenMpiDemultiplexer, SlurmDemultiplexer
 from shmstore.launcher.segments import remove_segments, segment_paths
 
 
@@ -179,13 +179,35 @@ def test_model_spec_negative() -> None:
 
 
 @pytest.mark.timeout(10)
-def test_tagged_line_parsers() -> None:
-    assert parse_open_mpi_line(b"[1,3]<stdout>:hello\n") == (3, b"hello\n")
-    assert parse_open_mpi_line(b"[12,0]<stderr>: warn\n") == (0, b" warn\n")
-    assert parse_open_mpi_line(b"mpirun noticed\n") == (None, b"mpirun noticed\n")
-    assert parse_slurm_line(b" 7: step\n") == (7, b"step\n")
-    assert parse_slurm_line(b"120: x: y\n") == (120, b"x: y\n")
-    assert parse_slurm_line(b"srun: error\n") == (None, b"srun: error\n")
+def test_open_mpi_whole_lines() -> None:
+    demultiplexer = OpenMpiDemultiplexer()
+
+    assert demultiplexer.feed(b"[1,3]<stdout>:hello\n") == [(3, b"hello\n")]
+    assert demultiplexer.feed(b"[12,0]<stderr>: warn\n") == [(0, b" warn\n")]
+    assert demultiplexer.feed(b"mpirun noticed\n") == [(None, b"mpirun noticed\n")]
+    assert demultiplexer.flush() == []
+
+
+@pytest.mark.timeout(10)
+def test_open_mpi_split_chunks() -> None:
+    demultiplexer = OpenMpiDemultiplexer()
+
+    # Open MPI tags each chunk it reads, so a line split over two reads carries two tags.
+    assert demultiplexer.feed(b"[1,1]<stdout>:sum=16[1,1]<stdout>:\n") == [(1, b"sum=16\n")]
+    assert demultiplexer.feed(b"[1,0]<stdout>:abc[1,1]<stdout>:def\n") == [(1, b"def\n")]
+    assert demultiplexer.feed(b"[1,0]<stdout>:ghi\n") == [(0, b"abcghi\n")]
+    assert demultiplexer.feed(b"[1,2]<stdout>:no newline") == []
+    assert demultiplexer.flush() == [(2, b"no newline\n")]
+
+
+@pytest.mark.timeout(10)
+def test_slurm_labels() -> None:
+    demultiplexer = SlurmDemultiplexer()
+
+    assert demultiplexer.feed(b" 7: step\n") == [(7, b"step\n")]
+    assert demultiplexer.feed(b"120: x: y\n") == [(120, b"x: y\n")]
+    assert demultiplexer.feed(b"srun: error\n") == [(None, b"srun: error\n")]
+    assert demultiplexer.flush() == []
 
 
 @pytest.mark.timeout(10)
