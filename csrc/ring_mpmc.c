@@ -242,8 +242,8 @@ static void install_fork_handler(void)
 }
 
 /* Returns this process's pid. NOTE: a child created by a raw clone()
- * system call, which runs no fork handlers, would keep its parent's pid
- * here; fork(), and posix_spawn() followed by exec, are fine. */
+ * system call runs no fork handlers, so it would keep its parent's pid
+ * here. Children of fork() and posix_spawn() get their own. */
 static uint32_t current_pid(void)
 {
     /* Relaxed: every thread of this process stores the same value. */

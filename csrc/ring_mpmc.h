@@ -6,14 +6,13 @@
  * Ticket t belongs to cell t % cells in lap t / cells. Each cell has one
  * 64-bit state word: the high 32 bits are the cell's turn, the low 32 bits
  * the owner id of the party working on it (0: none). In lap L the cell
- * goes through four states:
+ * goes through these four states, and (2L + 2, 0) starts the next lap:
  *
- *   (2L, 0)        empty, waiting for the producer of lap L
- *   (2L, owner)    that producer is writing the payload
- *   (2L + 1, 0)    full, waiting for the consumer of lap L
- *   (2L + 1, owner) that consumer is copying the payload out
- *
- * and then (2L + 2, 0) starts the next lap. A party claims a cell with a
+ *   (2L, 0)          empty, waiting for the producer of lap L
+ *   (2L, owner)      that producer is writing the payload
+ *   (2L + 1, 0)      full, waiting for the consumer of lap L
+ *   (2L + 1, owner)  that consumer is copying the payload out
+ * A party claims a cell with a
  * compare-and-swap that sets its owner id, then moves the shared ticket
  * counter on; a party that finds a cell already claimed for its ticket
  * moves the counter on for the claimer, so a claimer that dies never
@@ -85,12 +84,14 @@ int shm_mpmc_push_as(shm_mpmc_t *queue, uint32_t owner, const void *msg, uint32_
 
 /* Removes the oldest message and copies it into buf (cap bytes), storing
  * its length in *len, with owner recorded as in shm_mpmc_push_as(). Any
- * thread or process. Returns 0, -EAGAIN when the queue is empty (or its
- * oldest message is still being written), -EMSGSIZE with *len set when
- * cap is too small (the message then stays queued, and a cap of at least
- * cell_bytes avoids it), -EBADMSG when the cell's length exceeds
- * cell_bytes, which means a corrupted cell that is then dropped, or
- * -EINVAL when owner is 0. Skips messages dropped by shm_mpmc_recover(). */
+ * thread or process. Skips messages dropped by shm_mpmc_recover().
+ * Returns 0 or one of these errors:
+ *  -EAGAIN    the queue is empty, or its oldest message is being written;
+ *  -EMSGSIZE  cap is too small: *len is set and the message stays queued
+ *             (a cap of at least cell_bytes never fails so);
+ *  -EBADMSG   the cell's length exceeds cell_bytes, so the cell is
+ *             corrupted; it is dropped;
+ *  -EINVAL    owner is 0. */
 int shm_mpmc_pop_as(shm_mpmc_t *queue, uint32_t owner, void *buf, uint32_t cap,
                     uint32_t *len);
 
@@ -103,9 +104,9 @@ int shm_mpmc_pop(shm_mpmc_t *queue, void *buf, uint32_t cap, uint32_t *len);
  * dropped (consumers skip it), a message it was reading is lost. Returns
  * how many cells it finished; *dropped and *lost (either may be NULL)
  * receive the two counts.
- * Call it only once owner can no longer touch the queue (its process is
- * dead), from any one thread at a time; other parties may keep using the
- * queue meanwhile. NOTE: with pids as owner ids, a new process that got
+ * Call it only once owner can no longer touch the queue, because its
+ * process is dead, and from one thread at a time. Other parties may keep
+ * using the queue meanwhile. NOTE: with pids as owner ids, a new process that got
  * the dead one's pid and is inside a push or pop at that moment would
  * have its cell finished under it; callers that cannot rule that out pass
  * ids that are never reused. */
