@@ -14,7 +14,7 @@
  *   (2L + 1, owner)  that consumer is copying the payload out
  * A party claims a cell with a
  * compare-and-swap that sets its owner id, then moves the shared ticket
- * counter on; a party that finds a cell already claimed for its ticket
+ * counter on. A party that finds the cell of its ticket already claimed
  * moves the counter on for the claimer, so a claimer that dies never
  * blocks the counter. Turns are compared modulo 2^32.
  *
@@ -100,16 +100,16 @@ int shm_mpmc_pop_as(shm_mpmc_t *queue, uint32_t owner, void *buf, uint32_t cap,
 int shm_mpmc_push(shm_mpmc_t *queue, const void *msg, uint32_t len);
 int shm_mpmc_pop(shm_mpmc_t *queue, void *buf, uint32_t cap, uint32_t *len);
 
-/* Finishes every cell that owner had claimed: a message it was writing is
- * dropped (consumers skip it), a message it was reading is lost. Returns
- * how many cells it finished; *dropped and *lost (either may be NULL)
- * receive the two counts.
+/* Finishes every cell that owner had claimed. A message it was writing is
+ * dropped (consumers skip it), and a message it was reading is lost.
+ * Returns how many cells it finished, and stores the two counts in
+ * *dropped and *lost (either may be NULL).
  * Call it only once owner can no longer touch the queue, because its
  * process is dead, and from one thread at a time. Other parties may keep
- * using the queue meanwhile. NOTE: with pids as owner ids, a new process that got
- * the dead one's pid and is inside a push or pop at that moment would
- * have its cell finished under it; callers that cannot rule that out pass
- * ids that are never reused. */
+ * using the queue meanwhile.
+ * NOTE: a new process may receive the dead one's pid. If it is inside a
+ * push or pop when that pid is recovered, its cell is finished under it.
+ * Callers that cannot rule that out pass owner ids that are never reused. */
 uint32_t shm_mpmc_recover(shm_mpmc_t *queue, uint32_t owner, uint32_t *dropped,
                           uint32_t *lost);
 

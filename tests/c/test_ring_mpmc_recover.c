@@ -10,8 +10,9 @@
  * copy, with a cell claimed. A producer marks a message committed after
  * its push returns, and a consumer marks it received after verifying it.
  * A kill may lose at most one message per consumer (claimed or popped
- * but not yet marked) and add at most one uncommitted message per
- * producer (published but not yet marked); the checks allow exactly that.
+ * but not yet marked). It may also add at most one uncommitted message
+ * per producer (published but not yet marked). The checks allow exactly
+ * that much.
  */
 #include "test_ring_support.h"
 
