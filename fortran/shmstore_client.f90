@@ -9,8 +9,8 @@
 !> Layout: a Fortran array is stored in its own column-major order
 !> (SHMSTORE_ORDER_F) with its Fortran extents, so a(n, m) put from Fortran
 !> reads in Python as shape (n, m) with a(i, j) == py[i-1, j-1]. unpack_tensor
-!> always receives Fortran order; the C library reorders a tensor stored in
-!> C order. A pointer from a view maps the stored bytes without a copy, so the
+!> always fills the array in Fortran order, because the C library reorders a
+!> tensor stored in C order. A pointer from a view maps the stored bytes without a copy, so the
 !> pointer of a C-ordered tensor has its extents reversed (see get_pointer).
 !>
 !> Keys: trailing blanks are not part of a key (trim is applied), so keys
@@ -286,7 +286,7 @@ module shmstore_client
     !> NOTE: these two variables are shared by all threads of the process, so
     !> with several threads the message of an argument error may belong to
     !> another thread. Errors reported by the C library are per thread.
-    character(len=512) :: local_detail = ''
+    character(len=:), allocatable :: local_detail
     logical :: local_detail_active = .false.
 
     !> Target for the data pointer of zero-sized tensors, which have no
@@ -481,7 +481,7 @@ contains
         if (code == SHMSTORE_SUCCESS) return
 
         if (local_detail_active) then
-            detail = trim(local_detail)
+            detail = local_detail
         else
             detail = c_string_to_fortran(c_error_detail())
         end if
@@ -669,8 +669,10 @@ contains
 
         if (size(requested) > SHMSTORE_NDIM_MAX) then
             write(requested_text, '(i0)') size(requested)
+            write(array_text, '(i0)') SHMSTORE_NDIM_MAX
             code = fail(SHMSTORE_INVALID_ARGUMENT, action // ' of key "' // trim(key) // &
-                '": dims has ' // trim(requested_text) // ' entries, more than the rank limit 32')
+                '": dims has ' // trim(requested_text) // ' entries, more than the maximum rank ' // &
+                trim(array_text))
             return
         end if
 
