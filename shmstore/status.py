@@ -7,7 +7,12 @@ import time
 from typing import Any, Dict, Optional
 
 from shmstore import _core
-from shmstore.errors import ConnectionLostError, ShmstoreTimeoutError, StoreNotFoundError
+from shmstore.errors import (
+    ConnectionLostError,
+    LayoutMismatchError,
+    ShmstoreTimeoutError,
+    StoreNotFoundError,
+)
 from shmstore.sizes import format_size
 
 logger = logging.getLogger("shmstore.status")
@@ -30,7 +35,8 @@ def wait_for_store(name: Optional[str] = None, timeout_s: float = 10.0) -> Dict[
     """Wait until a live daemon serves the store called name; return its statistics.
 
     Raises ShmstoreTimeoutError, with the last error seen, when no daemon serves the name
-    within timeout_s seconds.
+    within timeout_s seconds. A layout mismatch counts as "not yet" until then, because a
+    daemon that is still writing its header looks the same as a foreign layout.
     """
     deadline = time.monotonic() + timeout_s
     last_error: Exception
@@ -38,7 +44,7 @@ def wait_for_store(name: Optional[str] = None, timeout_s: float = 10.0) -> Dict[
     while True:
         try:
             return _core.stats(name)
-        except (StoreNotFoundError, ConnectionLostError) as error:
+        except (StoreNotFoundError, ConnectionLostError, LayoutMismatchError) as error:
             last_error = error
 
         if time.monotonic() >= deadline:

@@ -121,13 +121,6 @@ def test_idle_daemon_cpu(daemon):
 
 
 @pytest.mark.timeout(60)
-def test_workers_option_not_yet(start_daemon):
-    daemon = start_daemon(args=["--workers", "2", "--device", "cpu"])
-
-    assert "inference workers are not available yet" in daemon.log_text()
-
-
-@pytest.mark.timeout(60)
 def test_limits_options(start_daemon):
     daemon = start_daemon(memory="1.5M", args=["--max-clients", "3", "--max-keys", "100"])
 
