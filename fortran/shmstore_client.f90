@@ -10,8 +10,9 @@
 !> (SHMSTORE_ORDER_F) with its Fortran extents, so a(n, m) put from Fortran
 !> reads in Python as shape (n, m) with a(i, j) == py[i-1, j-1]. unpack_tensor
 !> always fills the array in Fortran order, because the C library reorders a
-!> tensor stored in C order. A pointer from a view maps the stored bytes without a copy, so the
-!> pointer of a C-ordered tensor has its extents reversed (see get_pointer).
+!> tensor stored in C order. A pointer from a view maps the stored bytes
+!> without a copy, so the pointer of a C-ordered tensor has its extents
+!> reversed (see get_pointer).
 !>
 !> Keys: trailing blanks are not part of a key (trim is applied), so keys
 !> that end in a blank cannot be written from Fortran.
@@ -75,7 +76,7 @@ module shmstore_client
     !> Largest rank a stored tensor may have (SHMSTORE_NDIM_MAX).
     integer, parameter, public :: SHMSTORE_NDIM_MAX = 32
 
-    !> Mirror of shmstore_view_t; the field order and types must match the C struct.
+    !> Mirror of shmstore_view_t. The field order and types must match the C struct.
     type, bind(C) :: c_view_type
         type(c_ptr) :: data = c_null_ptr
         integer(c_size_t) :: nbytes = 0
@@ -927,10 +928,10 @@ contains
     ! ---- inference ----------------------------------------------------------
 
     !> Stores the TorchScript model in the file at path under key. backend is
-    !> "TORCH"; device is "CPU", "GPU" or "GPU:N". batch_size is the maximum
-    !> number of samples per batch (default 0: no batching); a batch waits at
-    !> most min_batch_timeout ms (default 0) for min_batch_size samples
-    !> (default 0).
+    !> "TORCH", and device is "CPU", "GPU" or "GPU:N". batch_size is the
+    !> maximum number of samples per batch (default 0, no batching). A batch
+    !> waits at most min_batch_timeout ms (default 0) for min_batch_size
+    !> samples (default 0).
     function client_set_model_from_file(this, key, path, backend, device, batch_size, &
             min_batch_size, min_batch_timeout) result(code)
         class(client_type), intent(in) :: this
@@ -1084,7 +1085,8 @@ contains
         if (this%pinned) rank = int(this%c_view%ndim)
     end function view_rank
 
-    !> Returns SHMSTORE_ORDER_F or SHMSTORE_ORDER_C for the viewed tensor.
+    !> Returns SHMSTORE_ORDER_F or SHMSTORE_ORDER_C for the viewed tensor
+    !> (SHMSTORE_ORDER_F if the view holds none).
     function view_order(this) result(order)
         class(tensor_view_type), intent(in) :: this
         integer :: order
