@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -200,10 +201,40 @@ static int claim_slot(shmstore_client_t *client)
                     client->store.max_clients, client->name);
 }
 
+/* MADV_POPULATE_WRITE appeared in Linux 5.14; older kernels reject it
+ * with EINVAL and the put just takes its page faults. */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+void shm_client_prefault(shmstore_client_t *client, uint64_t offset, uint64_t bytes)
+{
+    if (bytes < SHM_PREFAULT_MIN_BYTES || client->prefaulted == NULL)
+        return;
+
+    uint64_t first = offset / SHM_PREFAULT_CHUNK;
+    uint64_t last = (offset + bytes - 1) / SHM_PREFAULT_CHUNK;
+    for (uint64_t chunk = first; chunk <= last; chunk++) {
+        uint64_t bit = UINT64_C(1) << (chunk % 64);
+        /* Relaxed: a hint only; two threads may both populate a chunk. */
+        if (shm_load_relaxed(&client->prefaulted[chunk / 64]) & bit)
+            continue;
+
+        uint64_t start = chunk * SHM_PREFAULT_CHUNK;
+        uint64_t length = client->data.bytes - start;
+        if (length > SHM_PREFAULT_CHUNK)
+            length = SHM_PREFAULT_CHUNK;
+        if (madvise(client->store.arena + start, (size_t)length, MADV_POPULATE_WRITE) != 0)
+            return;
+        /* seq_cst is stronger than needed; the bit is a hint like above. */
+        shm_fetch_or_seq(&client->prefaulted[chunk / 64], bit);
+    }
+}
+
 static int populate_from_environment(void)
 {
     const char *text = getenv("SHMSTORE_MAP_POPULATE");
-    return text == NULL || strcmp(text, "0") != 0;
+    return text != NULL && strcmp(text, "1") == 0;
 }
 
 int shmstore_connect(const char *name, shmstore_client_t **out)
@@ -249,8 +280,9 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
         goto fail;
     }
 
-    /* Pre-faulting the arena's page tables here keeps page faults out of
-     * the copy of a large put (SHMSTORE_MAP_POPULATE=0 turns it off). */
+    /* SHMSTORE_MAP_POPULATE=1 populates the page tables of the whole arena
+     * here, which costs time in proportion to the arena's size; by default
+     * large puts populate the chunks they touch (shm_client_prefault). */
     shm_segment_name(shm_name, store_name, "data");
     result = shm_segment_open(shm_name, 1, populate_from_environment(), &client->data);
     if (result != 0)
@@ -271,10 +303,13 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
                           (unsigned long long)client->store.descriptor_count);
         goto fail;
     }
+    uint64_t chunks = (client->data.bytes + SHM_PREFAULT_CHUNK - 1) / SHM_PREFAULT_CHUNK;
+    client->prefaulted = calloc((chunks + 63) / 64, sizeof(uint64_t));
     int error = pthread_mutex_init(&client->pin_mutex, NULL);
     if (error != 0) {
         free(client->pin_counts);
         client->pin_counts = NULL;
+        free(client->prefaulted);
         result = shm_fail(-error, "pthread_mutex_init failed: %s", strerror(error));
         goto fail;
     }
@@ -284,6 +319,7 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
         pthread_mutex_destroy(&client->pin_mutex);
         free(client->pin_counts);
         client->pin_counts = NULL;
+        free(client->prefaulted);
         goto fail;
     }
 
@@ -313,6 +349,7 @@ static void detach(shmstore_client_t *client)
 
     pthread_mutex_destroy(&client->pin_mutex);
     free(client->pin_counts);
+    free(client->prefaulted);
     shm_segment_close(&client->data);
     shm_segment_close(&client->ctl);
     free(client);

@@ -18,6 +18,12 @@
 
 #define SHM_DEFAULT_TIMEOUT_MS 3000
 
+/* Granularity of prefaulting the arena before large puts. */
+#define SHM_PREFAULT_CHUNK (2u << 20)
+
+/* Puts smaller than this just take their page faults. */
+#define SHM_PREFAULT_MIN_BYTES (64u << 10)
+
 struct shmstore_client {
     shm_store_t store;
     shm_mapping_t ctl;
@@ -32,6 +38,9 @@ struct shmstore_client {
      * bit for our slot is set while the count is non-zero. */
     pthread_mutex_t pin_mutex;
     uint32_t *pin_counts;
+    /* Process-private: one bit per SHM_PREFAULT_CHUNK of the arena whose
+     * page tables this process has populated. */
+    shm_atomic_u64 *prefaulted;
     char name[SHMSTORE_NAME_MAX + 1];
 };
 
@@ -44,6 +53,11 @@ int shm_client_lock(shmstore_client_t *client);
 
 /* Drops the store lock. */
 void shm_client_unlock(shmstore_client_t *client);
+
+/* Populates this process's page tables for the arena bytes [offset,
+ * offset + bytes) in whole chunks, once per chunk, so that a large put
+ * copies without a page fault per 4 KiB page. */
+void shm_client_prefault(shmstore_client_t *client, uint64_t offset, uint64_t bytes);
 
 /* Adds a reference (a new view). */
 void shm_client_ref(shmstore_client_t *client);

@@ -109,6 +109,8 @@ int shmstore_put_begin(shmstore_client_t *client, const char *key, shmstore_dtyp
     block->u.tensor.order = (uint8_t)order;
     block->u.tensor.ndim = (uint8_t)ndim;
 
+    shm_client_prefault(client, offset + data_offset, nbytes);
+
     *data = base + data_offset;
     *token = offset;
     return 0;
