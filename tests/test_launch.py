@@ -332,6 +332,52 @@ def test_launch_name_in_use(tmp_path: Path) -> None:
     assert_launch_gone(name, pid_dir)
 
 
+MODEL_APP = """\
+import os
+import shmstore
+
+rank = os.environ["SHMSTORE_RANK"]
+with shmstore.Client() as client:
+    # No polling: the launcher must have stored the model before this rank started.
+    print(f"model exists={client.model_exists('eke')}", flush=True)
+"""
+
+
+def write_model_file(path: Path) -> None:
+    """Write a TorchScript model when torch is installed, else opaque bytes.
+
+    Storing a model copies its bytes into the store without loading it, so either works for
+    checking that the launcher stores models before the ranks start.
+    """
+    try:
+        import torch
+    except ImportError:
+        path.write_bytes(b"not a TorchScript archive, stored as opaque bytes")
+        return
+    torch.jit.script(torch.nn.Linear(4, 2)).save(str(path))
+
+
+@pytest.mark.timeout(90)
+def test_launch_model_before_ranks(tmp_path: Path) -> None:
+    name = unique_store_name("model")
+    app = write_app(tmp_path, "app.py", MODEL_APP)
+    model_path = tmp_path / "eke.pt"
+    write_model_file(model_path)
+
+    code, stdout, stderr = run_launch(
+        tmp_path, name, ["--ranks", "2", "--model", f"eke={model_path},batch_size=8"],
+        [sys.executable, str(app)],
+    )
+
+    assert code == 0, stderr
+    lines = stdout.splitlines()
+    assert "[rank 0] model exists=True" in lines
+    assert "[rank 1] model exists=True" in lines
+    prepare_log = (tmp_path / "logs" / name / "prepare.log").read_text()
+    assert f"stored model 'eke' from {model_path}" in prepare_log
+    assert_launch_gone(name)
+
+
 MPI_APP = """\
 import os
 import numpy as np
