@@ -10,7 +10,7 @@
  * the sleep is never lost. docs/rings.md gives the full argument.
  *
  * The doorbell lives in caller-provided memory, usually shared memory that
- * several processes map at different addresses. It holds no pointers.
+ * several processes map at different addresses. It contains no pointers.
  * The futex calls omit FUTEX_PRIVATE_FLAG, so they work across processes.
  */
 #ifndef SHMSTORE_DOORBELL_H

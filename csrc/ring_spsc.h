@@ -76,7 +76,7 @@ int shm_spsc_push(shm_spsc_t *ring, const void *msg, uint32_t len);
  * header are out of range, which means a corrupted ring. */
 int shm_spsc_pop(shm_spsc_t *ring, void *buf, uint32_t cap, uint32_t *len);
 
-/* Returns 1 if the ring holds no message, else 0. Exact for the consumer
+/* Returns 1 if the ring contains no message, else 0. Exact for the consumer
  * (a message may arrive right after); approximate for the producer and
  * for any third party. */
 int shm_spsc_empty(const shm_spsc_t *ring);

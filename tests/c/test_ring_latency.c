@@ -4,7 +4,7 @@
  * message arrives intact, never how fast.
  *
  *  - SPSC round trip: a client process sends a sequence number through one
- *    ring and an echo process returns it incremented through another; the
+ *    ring, and an echo process returns it incremented through another. The
  *    waits either spin (spin time 1 s) or sleep on the doorbell at once.
  *  - MPMC throughput: 4 producer and 2 consumer processes move 64-byte
  *    messages for 0.5 s, retrying with sched_yield() when the queue is
