@@ -358,6 +358,7 @@ def write_model_file(path: Path) -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_launch_model_before_ranks(tmp_path: Path) -> None:
     name = unique_store_name("model")
     app = write_app(tmp_path, "app.py", MODEL_APP)
