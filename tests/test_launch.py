@@ -249,13 +249,15 @@ def test_launch_daemon_killed(tmp_path: Path) -> None:
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
 
-    launcher = start_launch(tmp_path, name, ["--ranks", "2"], [sys.executable, str(app)],
-                            extra_env={"PID_DIR": str(pid_dir)})
+    # One inference worker, so that the check below also covers the daemon's own children.
+    launcher = start_launch(tmp_path, name, ["--ranks", "2", "--workers", "1", "--device", "cpu"],
+                            [sys.executable, str(app)], extra_env={"PID_DIR": str(pid_dir)})
     try:
         wait_for_files(pid_dir, 4, timeout_s=30)
         daemons = [process for process in processes_of(name)
                    if "serve" in process.cmdline()]
         assert len(daemons) == 1
+        assert len(daemons[0].children()) == 1
         daemons[0].kill()
         _stdout, stderr = launcher.communicate(timeout=30)
     finally:
