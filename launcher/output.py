@@ -13,7 +13,7 @@ from typing import BinaryIO, Optional
 from .tagged import DemultiplexerFactory
 
 class OutputRelay:
-    """Copies the output streams of ranks to stdout (prefixed) and to per-rank log files."""
+    """Relay that copies the output streams of ranks to stdout (prefixed) and to per-rank logs."""
 
     def __init__(self, log_dir: str, stdout: BinaryIO) -> None:
         self._log_dir = log_dir

@@ -71,7 +71,7 @@ def read_log_tail(path: str, lines: int = LOG_TAIL_LINES) -> str:
 
 
 class Supervisor:
-    """Runs one LaunchPlan to its end; see NOTE [launch protocol] above."""
+    """Runner of one LaunchPlan, from the daemon start to the cleanup (NOTE [launch protocol])."""
 
     def __init__(self, plan: LaunchPlan, options: LaunchOptions, stdout: BinaryIO) -> None:
         self._plan = plan

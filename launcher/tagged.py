@@ -13,7 +13,7 @@ from typing import Callable, Optional, Protocol
 RankLine = tuple[Optional[int], bytes]
 
 # `mpirun --tag-output` (Open MPI 4.1) puts `[JOBID,RANK]<stdout>:` or `<stderr>:` before every
-# chunk that it reads from a rank, not before every line. So one output line can hold several
+# chunk that it reads from a rank, not before every line. So one output line can contain several
 # tags: a rank's line split over two reads arrives as `[1,0]<stdout>:text[1,0]<stdout>:\n`.
 _OPEN_MPI_TAG = re.compile(rb"\[\d+,(\d+)\]<std(?:out|err)>:")
 
@@ -33,7 +33,7 @@ DemultiplexerFactory = Callable[[], Demultiplexer]
 
 
 class OpenMpiDemultiplexer:
-    """Reassembles the lines of each rank from `mpirun --tag-output`."""
+    """Demultiplexer that reassembles the lines of each rank from `mpirun --tag-output`."""
 
     def __init__(self) -> None:
         # Text of each rank's current line, collected from chunks until its newline arrives.
@@ -65,7 +65,7 @@ class OpenMpiDemultiplexer:
 
 
 class SlurmDemultiplexer:
-    """Splits the lines of `srun --label`, where every line carries its rank."""
+    """Demultiplexer for `srun --label`, where every line carries its rank."""
 
     def feed(self, line: bytes) -> list[RankLine]:
         match = _SLURM_LABEL.match(line)
