@@ -20,7 +20,7 @@
 #include "ring_spsc.h"
 #include "spin_wait.h"
 
-/* Longest single wait for the store lock between two liveness checks. */
+/* Maximum single wait for the store lock between two liveness checks. */
 #define LOCK_SLICE_MS 250
 
 static int timeout_from_environment(void)
@@ -99,7 +99,11 @@ int shm_client_lock(shmstore_client_t *client)
             return result;
 
         int64_t left_ms = (deadline - shm_monotonic_ns()) / 1000000;
-        int slice = left_ms < LOCK_SLICE_MS ? (int)(left_ms > 0 ? left_ms : 0) : LOCK_SLICE_MS;
+        if (left_ms < 0)
+            left_ms = 0;
+        int slice = LOCK_SLICE_MS;
+        if (left_ms < LOCK_SLICE_MS)
+            slice = (int)left_ms;
         result = shm_lock(&client->store, slice);
         if (result != -ETIMEDOUT)
             return result;
@@ -189,7 +193,7 @@ static int claim_slot(shmstore_client_t *client)
 
         /* Relaxed: published by the release store of ATTACHED below. */
         shm_store_relaxed(&slot->start_ticks, ticks);
-        /* Release: pairs with the daemon's acquire load of owner, so it sees
+        /* Release: pairs with the daemon's acquire load of owner, so it reads
          * the start time before it checks the pid. */
         shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_ATTACHED));
         client->slot = s;
@@ -341,7 +345,7 @@ static void detach(shmstore_client_t *client)
     shm_slot_t *slot = &client->store.slots[client->slot];
 
     send_message(client, SHM_MESSAGE_BYE);
-    /* Release: pairs with the daemon's acquire load of owner, so it sees
+    /* Release: pairs with the daemon's acquire load of owner, so it reads
      * the BYE message and every earlier write before it frees the slot.
      * After this store the slot and its ring belong to the daemon. */
     shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_DETACHED));

@@ -107,7 +107,9 @@ size_t shmstore_dtype_size(int dtype);
 /* Attaches to the store called name (NULL: $SHMSTORE_NAME, else "default").
  * Fails with SHMSTORE_ENOSTORE when no daemon serves the name,
  * SHMSTORE_EABI on a layout mismatch and SHMSTORE_EFULL when the client
- * table is full. */
+ * table is full. With SHMSTORE_MAP_POPULATE=1 it also populates the page
+ * tables of the whole data arena, which takes time in proportion to its
+ * size; otherwise large puts populate the parts they touch. */
 int shmstore_connect(const char *name, shmstore_client_t **out);
 
 /* Detaches. Views still held stay readable; the mapping goes with the last
@@ -132,8 +134,10 @@ int shmstore_put(shmstore_client_t *client, const char *key, const void *data,
 
 /* Two-phase put: reserves arena memory for the tensor and returns a
  * writable pointer to it in *data; nothing is visible under key until
- * shmstore_put_commit(). shmstore_put_abort() returns the memory. A client
- * that dies between the two leaks nothing once the daemon notices. */
+ * shmstore_put_commit(). shmstore_put_abort() returns the memory. A commit
+ * that fails (SHMSTORE_EFULL) returns the memory too. So the first commit
+ * or abort spends the token, and a second one fails with -EINVAL. A client that dies between the two leaks nothing once the
+ * daemon notices. */
 int shmstore_put_begin(shmstore_client_t *client, const char *key,
                        shmstore_dtype_t dtype, int ndim, const int64_t *dims,
                        shmstore_order_t order, void **data, uint64_t *token);

@@ -59,7 +59,8 @@ static uint64_t check_arena(void)
     while (offset < store->arena_bytes) {
         shm_block_t *block = shm_block_at(store, offset);
         CHECK(block->magic == SHM_BLOCK_MAGIC);
-        CHECK(block->size >= SHM_ALIGN && block->size % SHM_ALIGN == 0);
+        CHECK(block->size >= SHM_ALIGN);
+        CHECK(block->size % SHM_ALIGN == 0);
         CHECK(block->prev_size == prev_size);
         int is_free = block->state == SHM_BLOCK_FREE;
         CHECK(!(is_free && prev_free));

@@ -51,7 +51,8 @@ static int64_t get_value(const char *key)
     if (result == SHMSTORE_ENOKEY)
         return -1;
     CHECK_OK(result);
-    CHECK(view.ndim == 0 && view.nbytes == 8);
+    CHECK(view.ndim == 0);
+    CHECK(view.nbytes == 8);
     int64_t value = *(const int64_t *)view.data;
     CHECK_OK(shmstore_release(&view));
     return value;

@@ -64,7 +64,8 @@ static void test_roundtrip_shapes(void)
     CHECK(view.dtype == SHMSTORE_FLOAT32);
     CHECK(view.order == SHMSTORE_ORDER_C);
     CHECK(view.ndim == 2);
-    CHECK(view.dims[0] == 2 && view.dims[1] == 3);
+    CHECK(view.dims[0] == 2);
+    CHECK(view.dims[1] == 3);
     CHECK(view.nbytes == sizeof matrix);
     CHECK((uintptr_t)view.data % 64 == 0);
     CHECK(memcmp(view.data, matrix, sizeof matrix) == 0);
@@ -76,7 +77,8 @@ static void test_roundtrip_shapes(void)
     double scalar = 2.5;
     CHECK_OK(shmstore_put(client, "scalar", &scalar, SHMSTORE_FLOAT64, 0, NULL, SHMSTORE_ORDER_C));
     CHECK_OK(shmstore_get(client, "scalar", &view));
-    CHECK(view.ndim == 0 && view.nbytes == 8);
+    CHECK(view.ndim == 0);
+    CHECK(view.nbytes == 8);
     CHECK(*(const double *)view.data == 2.5);
     CHECK_OK(shmstore_release(&view));
 
@@ -85,7 +87,10 @@ static void test_roundtrip_shapes(void)
     CHECK_OK(shmstore_put(client, "empty1", NULL, SHMSTORE_INT32, 1, empty_dims, SHMSTORE_ORDER_C));
     CHECK_OK(shmstore_put(client, "empty2", NULL, SHMSTORE_INT32, 2, empty_dims, SHMSTORE_ORDER_F));
     CHECK_OK(shmstore_get(client, "empty2", &view));
-    CHECK(view.nbytes == 0 && view.ndim == 2 && view.dims[0] == 0 && view.dims[1] == 3);
+    CHECK(view.nbytes == 0);
+    CHECK(view.ndim == 2);
+    CHECK(view.dims[0] == 0);
+    CHECK(view.dims[1] == 3);
     CHECK(view.order == SHMSTORE_ORDER_F);
     CHECK_OK(shmstore_release(&view));
 
@@ -220,7 +225,9 @@ static void test_rename_copy_list(void)
     CHECK(shmstore_exists(client, "src") == 0);
     CHECK_OK(shmstore_get(client, "moved", &view));
     CHECK(memcmp(view.data, other, sizeof other) == 0);
-    CHECK(view.ndim == 1 && view.dims[0] == 3 && view.dtype == SHMSTORE_INT16);
+    CHECK(view.ndim == 1);
+    CHECK(view.dims[0] == 3);
+    CHECK(view.dtype == SHMSTORE_INT16);
     CHECK_OK(shmstore_release(&view));
     CHECK(key_count() == 2);
 
@@ -242,7 +249,8 @@ static void test_rename_copy_list(void)
     char list[256] = "";
     CHECK_OK(shmstore_list_keys(client, "field.*", collect_key, list));
     CHECK(strlen(list) == strlen("field.u;field.v;"));
-    CHECK(strstr(list, "field.u;") != NULL && strstr(list, "field.v;") != NULL);
+    CHECK(strstr(list, "field.u;") != NULL);
+    CHECK(strstr(list, "field.v;") != NULL);
 
     list[0] = '\0';
     CHECK_OK(shmstore_list_keys(client, "*", collect_key, list));
@@ -271,7 +279,7 @@ static void test_poll(void)
 
 static void test_unpack(void)
 {
-    /* A 2x3x4 tensor in C order holds value 100*i + 10*j + k at [i,j,k]. */
+    /* A 2x3x4 tensor in C order contains the value 100*i + 10*j + k at [i,j,k]. */
     int64_t dims[3] = {2, 3, 4};
     int32_t c_order[24];
     for (int i = 0; i < 2; i++)
@@ -433,9 +441,12 @@ static void test_stats_and_events(void)
     CHECK_OK(shmstore_disconnect(visitor));
     count = shmstore_daemon_poll(daemon_handle, 100, events, 16);
     CHECK(count == 2);
-    CHECK(events[0].kind == SHMSTORE_EVENT_ATTACH && events[0].pid == (int32_t)getpid());
-    CHECK(events[1].kind == SHMSTORE_EVENT_DETACH && events[1].pid == (int32_t)getpid());
-    CHECK(events[1].views == 0 && events[1].bytes == 0);
+    CHECK(events[0].kind == SHMSTORE_EVENT_ATTACH);
+    CHECK(events[0].pid == (int32_t)getpid());
+    CHECK(events[1].kind == SHMSTORE_EVENT_DETACH);
+    CHECK(events[1].pid == (int32_t)getpid());
+    CHECK(events[1].views == 0);
+    CHECK(events[1].bytes == 0);
     CHECK(shmstore_daemon_poll(daemon_handle, 0, events, 16) == 0);
 
     CHECK(shmstore_stats("no-such-store-for-test", &stats, NULL, 0) == SHMSTORE_ENOSTORE);

@@ -1,8 +1,8 @@
 /*
- * test_store_crash.c - processes that die: a client killed while it holds
- * views and an open put, a client killed inside the store lock in the
- * middle of a commit, a daemon killed under its clients, and a daemon that
- * exited without removing its segments.
+ * test_store_crash.c - processes that die. A client is killed while it
+ * holds views and an open put, and another inside the store lock in the
+ * middle of a commit. A daemon is killed under its clients, and its
+ * successor finds the segments it left.
  *
  * Uses fork, so it skips under ThreadSanitizer (exit 77); the threaded
  * tests cover the same code there.
@@ -289,7 +289,7 @@ static void test_daemon_death(void)
     CHECK(shmstore_poll(client, "y", 10, 100) == SHMSTORE_ELOST);
     CHECK_OK(shmstore_disconnect(client));
 
-    /* New clients are told that nobody serves the name. */
+    /* New clients get SHMSTORE_ENOSTORE: nobody serves the name. */
     CHECK(shmstore_connect(name, &client) == SHMSTORE_ENOSTORE);
     CHECK(strstr(shmstore_error_detail(), "not running") != NULL);
 

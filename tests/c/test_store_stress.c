@@ -1,7 +1,7 @@
 /*
  * test_store_stress.c - many threads of one process put, overwrite,
  * delete, rename and read the same keys through two clients, so that
- * ThreadSanitizer sees the lock-free read path race with the writers.
+ * ThreadSanitizer checks the lock-free read path race with the writers.
  *
  * Every tensor carries its key id, a version and a checksum; readers
  * verify each one they see. At the end the stored tensors must be exactly
@@ -105,9 +105,12 @@ static uint64_t fill_tensor(uint64_t *data, uint64_t count, uint64_t key, uint64
 /* Checks a tensor read from the store; returns its checksum. */
 static uint64_t verify_tensor(const shmstore_view_t *view, uint64_t key)
 {
-    CHECK(view->dtype == SHMSTORE_UINT64 && view->ndim == 1);
+    CHECK(view->dtype == SHMSTORE_UINT64);
+    CHECK(view->ndim == 1);
     uint64_t count = (uint64_t)view->dims[0];
-    CHECK(count >= 3 && count <= MAX_ELEMENTS && view->nbytes == count * 8);
+    CHECK(count >= 3);
+    CHECK(count <= MAX_ELEMENTS);
+    CHECK(view->nbytes == count * 8);
 
     const uint64_t *data = view->data;
     CHECK(data[0] == key);
@@ -261,7 +264,7 @@ int main(void)
     printf("test_store_stress: %llu reads verified\n", (unsigned long long)verified_reads);
     CHECK(verified_reads > 0);
 
-    /* Conservation: the store holds exactly the writers' last versions. */
+    /* Conservation: the store contains exactly the writers' last versions. */
     uint64_t expected_sum = 0;
     uint64_t stored_sum = 0;
     int expected_keys = 0;
