@@ -74,15 +74,14 @@ def check_shm_space(memory_bytes: int) -> Optional[str]:
 
 # ---- inference workers ----------------------------------------------------------------------
 # The inference service (shmstore/inference/service.py) owns the segment shmstore-NAME-infer and
-# the worker processes. It returns in a list so that a store without workers needs no special
-# case. See NOTE [daemon start-up and shutdown] and NOTE [inference service start-up and
+# the worker processes, and returns in a list for stop_inference_workers. See NOTE [daemon start-up and shutdown] and NOTE [inference service start-up and
 # shutdown] in that module.
+# The segment exists even without workers, so that run_model fails at once with a clear
+# WorkerError, and so that a stale segment of a dead daemon with workers is replaced.
 def start_inference_workers(options: ServeOptions) -> List[Any]:
-    if not options.workers:
-        return []
     from shmstore.inference.service import InferenceService
 
-    service = InferenceService(options.name, options.workers, options.device or "cpu",
+    service = InferenceService(options.name, options.workers or 0, options.device or "cpu",
                                threads=options.torch_threads,
                                log_level=logging.getLevelName(logger.getEffectiveLevel()))
     service.start()

@@ -62,15 +62,16 @@ def default_threads(workers: int) -> int:
 class InferenceService:
     """The inference segment of one store and its worker processes.
 
-    See NOTE [inference service start-up and shutdown].
+    See NOTE [inference service start-up and shutdown]. With workers 0 the segment exists,
+    and run requests fail at once with WorkerError.
     """
 
     def __init__(self, store_name: str, workers: int, device: str = "cpu",
                  threads: Optional[int] = None, slots: int = 0,
                  log_level: str = "INFO") -> None:
-        if workers < 1 or workers > _infer.MAX_WORKERS:
+        if workers < 0 or workers > _infer.MAX_WORKERS:
             raise make_error(-errno.EINVAL, f"--workers {workers}",
-                             f"invalid worker count: use 1 to {_infer.MAX_WORKERS}", "")
+                             f"invalid worker count: use 0 to {_infer.MAX_WORKERS}", "")
         try:
             devices = parse_worker_devices(device)
         except ValueError as error:
@@ -86,6 +87,10 @@ class InferenceService:
         self.workers = [WorkerProcess(index=index, device=devices[index % len(devices)])
                         for index in range(workers)]
         self._last_reclaim = time.monotonic()
+        if workers == 0:
+            logger.info("store %r runs no inference workers; run requests fail with "
+                        "WorkerError", store_name)
+            return
         logger.info("inference service of store %r: %d worker(s) on %s, %d torch thread(s) "
                     "each, %d request slots", store_name, workers,
                     ",".join(sorted(set(devices))), self.threads,
