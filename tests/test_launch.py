@@ -414,6 +414,24 @@ def test_launch_mpi(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_launch_daemon_start_failure(tmp_path: Path) -> None:
+    name = unique_store_name("nostart")
+    marker = tmp_path / "rank-ran"
+
+    # An arena far larger than /dev/shm makes the daemon exit at start.
+    argv = [sys.executable, "-m", "shmstore.launcher", "--name", name, "--memory", "900T",
+            "--log-dir", str(tmp_path / "logs"), "--", "touch", str(marker)]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=50)
+
+    assert result.returncode == 1
+    assert f"the daemon of store '{name}'" in result.stderr
+    assert "before the store was ready" in result.stderr
+    assert "/dev/shm" in result.stderr.split("Last lines of")[1]
+    assert not marker.exists()
+    assert_launch_gone(name)
+
+
+@pytest.mark.timeout(60)
 def test_launch_missing_command(tmp_path: Path) -> None:
     name = unique_store_name("nocmd")
 
