@@ -414,6 +414,20 @@ def test_launch_mpi(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_launch_default_name(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "shmstore.launcher", "--memory", "64M", "--log-dir",
+            str(tmp_path / "logs"), "--", sys.executable, "-c",
+            "import os; print('name=' + os.environ['SHMSTORE_NAME'])"]
+    launcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    stdout, stderr = launcher.communicate(timeout=50)
+    name = f"launch-{launcher.pid}"
+
+    assert launcher.returncode == 0, stderr
+    assert f"[rank 0] name={name}" in stdout.splitlines()
+    assert_launch_gone(name)
+
+
+@pytest.mark.timeout(60)
 def test_launch_daemon_start_failure(tmp_path: Path) -> None:
     name = unique_store_name("nostart")
     marker = tmp_path / "rank-ran"
