@@ -1,8 +1,10 @@
 """Tests of the Fortran client module: its build, every function, every element type and
 rank, and the memory layout seen from Python.
 
-The C core and the Fortran module are built from the source tree into a temporary folder,
-so the tests do not depend on what `pip install` built. The Fortran test programs in
+The Fortran module is built from the source tree into a temporary folder, linked against
+the libshmstore.so that `pip install` built. That library comes from the same build as the
+daemon's Python extension, so both agree on the shared-memory layout even while the C
+sources change. The Fortran test programs in
 fortran/tests/ run against a real daemon (the `store` fixture of conftest.py), and the
 Python side of each test reads or writes the same store with shmstore.Client (the
 `client` fixture).
@@ -33,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FORTRAN_DIR = ROOT / "fortran"
 HEADER = ROOT / "csrc" / "include" / "shmstore.h"
 MODULE_SOURCE = FORTRAN_DIR / "shmstore_client.f90"
-TEST_PROGRAMS = ("test_api", "test_types", "test_layout", "test_lost")
+TEST_PROGRAMS = ("test_api", "test_types", "test_layout", "test_lost", "test_model")
 
 # Flags for the test programs: -fcheck=all adds bounds and pointer checks at run time.
 PROGRAM_FLAGS = ["-std=f2008", "-g", "-fcheck=all"]
@@ -64,22 +66,24 @@ def run_checked(command: List[str], **options) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def fortran_build(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
-    """Build libshmstore.so, the Fortran module and the test programs once per session.
+    """Build the Fortran module and the test programs once per session.
 
     Returns the paths: "lib" and "mod" folders, and one entry per test program.
     """
     if shutil.which("gfortran") is None:
         pytest.skip(NO_GFORTRAN)
 
+    from shmstore import config
+
+    installed_library = Path(config.LIB_DIR) / "libshmstore.so"
+    if not installed_library.is_file():
+        pytest.fail(f"{installed_library} is missing; run `pip install -e .` to build it")
+
     top = tmp_path_factory.mktemp("fortran")
     lib_dir = top / "lib"
     mod_dir = top / "mod"
     lib_dir.mkdir()
-
-    sources = sorted(str(path) for path in (ROOT / "csrc").glob("*.c"))
-    run_checked(["gcc", "-std=c11", "-O2", "-fPIC", "-shared", "-pthread",
-                 f"-I{ROOT / 'csrc'}", f"-I{ROOT / 'csrc' / 'include'}", *sources,
-                 "-o", str(lib_dir / "libshmstore.so"), "-lrt"])
+    shutil.copy2(installed_library, lib_dir / "libshmstore.so")
 
     built = load_build_module().build(str(lib_dir), str(HEADER.parent), str(mod_dir),
                                       str(top / "temp"))
@@ -320,6 +324,53 @@ def test_lost_daemon_program(fortran_build: Dict[str, Path], daemon: DaemonProce
     assert "died" in poll_message
     assert f"daemon pid {daemon.pid}" in poll_message
     assert waited < 10, f"the program needed {waited:.1f} s to notice the dead daemon"
+
+
+def save_affine_model(path: Path) -> None:
+    """Save a TorchScript model that computes y = x @ w + 0.5 for x of shape (N, 4), with
+    w = arange(12).reshape(4, 3) / 10, as fortran/tests/test_model.f90 expects."""
+    import torch
+
+    weight = torch.arange(12, dtype=torch.float32).reshape(4, 3) / 10
+    model = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        model.weight.copy_(weight.T)
+        model.bias.fill_(0.5)
+    torch.jit.script(model).save(str(path))
+
+
+@pytest.mark.timeout(180)
+def test_model_program(fortran_build: Dict[str, Path], start_daemon: Callable[..., DaemonProcess],
+                       tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="inference needs torch (pip install torch==2.13.0)")
+    from shmstore.client import Client
+
+    model_path = tmp_path / "affine.pt"
+    save_affine_model(model_path)
+    daemon = start_daemon(args=["--workers", "1"])
+
+    with Client(daemon.name) as python_client:
+        deadline = time.monotonic() + 60
+        while not any(worker["state"] == "ready"
+                      for worker in python_client.get_inference_workers()):
+            assert time.monotonic() < deadline, "no inference worker ready within 60 s"
+            time.sleep(0.05)
+
+        environment = dict(os.environ, SHMSTORE_NAME=daemon.name)
+        result = subprocess.run([str(fortran_build["test_model"]), str(model_path)],
+                                capture_output=True, text=True, env=environment, timeout=120,
+                                check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, output
+        assert "test_model: all checks passed" in output
+        assert "not found" in output_line(output, "absent model")
+
+        x = np.arange(1, 9, dtype=np.float32).reshape((2, 4), order="F") / 4
+        with torch.no_grad():
+            expected = torch.jit.load(str(model_path))(torch.from_numpy(x)).numpy()
+        stored = python_client.get_tensor("model_out")
+        assert stored.shape == (2, 3)
+        np.testing.assert_allclose(stored, expected, rtol=1e-5)
 
 
 @pytest.mark.timeout(180)
