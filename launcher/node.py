@@ -51,8 +51,8 @@ def wait_until_ready(name: str, timeout_s: float) -> None:
     """Wait until store `name` accepts clients, for at most timeout_s seconds.
 
     A control segment that the daemon has created but not yet initialized reads as a layout
-    mismatch, so that error is retried like a missing store until the deadline; the last error
-    is raised then.
+    mismatch, so that error is retried like a missing store until the deadline. After the
+    deadline the last error is raised.
     """
     import shmstore
 

@@ -60,8 +60,8 @@ def daemon_holds_store(name: str, shm_dir: str = SHM_DIR) -> bool:
 def remove_segments(name: str, shm_dir: str = SHM_DIR) -> list[str]:
     """Remove every segment of store `name` unless a live daemon still holds the store.
 
-    Returns the paths removed. A store held by a live daemon (for example another launch that
-    uses the same name) is left alone, and a warning says so.
+    Returns the paths removed. A store locked by a live daemon (for example another launch
+    that uses the same name) is left alone, and a warning is logged.
     """
     if daemon_holds_store(name, shm_dir):
         logger.warning(

@@ -90,7 +90,7 @@ class Supervisor:
         """Run the launch; return the exit code for the launcher (see NOTE [launch protocol]).
 
         NOTE: a launcher killed with SIGKILL cannot clean up, so its daemon and ranks keep
-        running; `python -m shmstore.launcher.node cleanup --name NAME` then stops the daemon
+        running. `python -m shmstore.launcher.node cleanup --name NAME` then stops the daemon
         and removes the segments, but the ranks must be stopped by hand.
         """
         os.makedirs(self._options.log_dir, exist_ok=True)
