@@ -203,8 +203,14 @@ contains
             SHMSTORE_TENSOR_MISMATCH, 'unpack (2,3) into (3,2)')
 
         code = client%put_tensor('', array)
-        call check(code < 0, 'put with an empty key fails')
+        call expect(code, SHMSTORE_INVALID_KEY, 'put with an empty key')
         call print_message('empty key', code)
+        call expect(client%put_tensor('   ', array), SHMSTORE_INVALID_KEY, &
+            'put with a key of blanks only')
+        call expect(client%put_tensor(repeat('k', 1025), array), SHMSTORE_INVALID_KEY, &
+            'put with a key of 1025 bytes')
+        call expect(client%put_tensor(repeat('k', 1024), array), SHMSTORE_SUCCESS, &
+            'put with a key of 1024 bytes')
     end subroutine check_argument_errors
 
     subroutine check_reshape_with_dims()
