@@ -296,6 +296,15 @@ def test_layout_program(fortran_build: Dict[str, Path], store: str,
     assert section.shape == (2, 2)
     np.testing.assert_array_equal(section, [[1, 7], [2, 8]])
 
+    reversed_section = client.get_tensor("layout_reversed")
+    assert reversed_section.shape == (3, 2)
+    np.testing.assert_array_equal(reversed_section, [[6, 12], [5, 11], [4, 10]])
+
+    rank3 = client.get_tensor("layout_rank3")
+    b = np.arange(1, 25, dtype=np.int32).reshape((4, 3, 2), order="F")
+    assert rank3.dtype == np.int32
+    np.testing.assert_array_equal(rank3, b[1:4:2, 0:3:2, :])
+
 
 @pytest.mark.timeout(180)
 def test_lost_daemon_program(fortran_build: Dict[str, Path], daemon: DaemonProcess,

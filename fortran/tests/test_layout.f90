@@ -7,9 +7,11 @@
 ! leaves for Python:
 !   layout_fortran  reshape([1,...,6], [2,3]) as int64
 !   layout_section  the section a(1:2, 1:3:2) of a = reshape([1,...,12], [3,4])
+!   layout_reversed the section a(3:1:-1, 2:4:2) of the same a
+!   layout_rank3    the section b(2:4:2, 1:3:2, :) of b = reshape([1,...,24], [4,3,2]), int32
 ! Exit status 0 when every check passed.
 program test_layout
-    use, intrinsic :: iso_c_binding, only: c_double, c_int64_t
+    use, intrinsic :: iso_c_binding, only: c_double, c_int32_t, c_int64_t
     use shmstore_client
     implicit none
 
@@ -24,6 +26,7 @@ program test_layout
     call check_python_matrix('layout_py_c', SHMSTORE_ORDER_C)
     call check_python_matrix('layout_py_f', SHMSTORE_ORDER_F)
     call check_sections()
+    call put_rank3_section()
 
     call expect(client%destroy(), SHMSTORE_SUCCESS, 'destroy')
     if (failures > 0) then
@@ -139,6 +142,28 @@ contains
             [2, 3])), 'section receives the Python values')
         call check(all(c(2:4:2, :) == -1) .and. all(c(:, 1) == -1), &
             'unpack into a section leaves other elements alone')
+
+        call expect(client%put_tensor('layout_reversed', a(3:1:-1, 2:4:2)), SHMSTORE_SUCCESS, &
+            'put a section with a negative stride')
+        c = 0
+        call expect(client%unpack_tensor('layout_reversed', c(1:3, 1:2)), SHMSTORE_SUCCESS, &
+            'unpack the reversed section')
+        call check(all(c(1:3, 1:2) == a(3:1:-1, 2:4:2)), 'reversed section round-trips')
     end subroutine check_sections
+
+    !> Puts a rank-3 int32 section; the Python side of the test checks its values.
+    subroutine put_rank3_section()
+        integer(c_int32_t) :: b(4, 3, 2)
+        integer(c_int32_t) :: output(2, 2, 2)
+        integer :: i
+
+        b = reshape([(int(i, c_int32_t), i = 1, 24)], [4, 3, 2])
+        call expect(client%put_tensor('layout_rank3', b(2:4:2, 1:3:2, :)), SHMSTORE_SUCCESS, &
+            'put a rank-3 section')
+        output = 0
+        call expect(client%unpack_tensor('layout_rank3', output), SHMSTORE_SUCCESS, &
+            'unpack the rank-3 section')
+        call check(all(output == b(2:4:2, 1:3:2, :)), 'rank-3 section round-trips')
+    end subroutine put_rank3_section
 
 end program test_layout
