@@ -12,6 +12,8 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "alloc.h"
@@ -31,6 +33,10 @@
 #define DEFAULT_MAX_KEYS 65536u
 #define MAX_CLIENTS_LIMIT 65536u
 #define MAX_KEYS_LIMIT (UINT64_C(1) << 30)
+
+/* Age in seconds below which an empty control segment is taken for one
+ * that another daemon is creating. */
+#define STARTING_GRACE_S 2
 
 /* How often the daemon checks whether attached clients still live. */
 #define DEATH_SCAN_NS (100LL * 1000 * 1000)
@@ -90,17 +96,30 @@ static int remove_stale_segments(shmstore_daemon_t *daemon)
     }
 
     int32_t pid = 0;
-    void *header = mmap(NULL, sizeof(shm_header_t), PROT_READ, MAP_SHARED, fd, 0);
-    off_t size = lseek(fd, 0, SEEK_END);
-    if (header != MAP_FAILED && size >= (off_t)sizeof(shm_header_t))
-        pid = ((shm_header_t *)header)->daemon_pid;
-    if (header != MAP_FAILED)
-        munmap(header, sizeof(shm_header_t));
+    struct stat info;
+    if (fstat(fd, &info) != 0)
+        info.st_size = 0;
+    if (info.st_size >= (off_t)sizeof(shm_header_t)) {
+        void *header = mmap(NULL, sizeof(shm_header_t), PROT_READ, MAP_SHARED, fd, 0);
+        if (header != MAP_FAILED) {
+            pid = ((shm_header_t *)header)->daemon_pid;
+            munmap(header, sizeof(shm_header_t));
+        }
+    }
 
     if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
         close(fd);
         return shm_fail(SHMSTORE_EBUSY, "store \"%s\" is already served by daemon pid %d; "
                         "stop it first or choose another --name", daemon->name, (int)pid);
+    }
+
+    /* A creator locks its new control segment one system call after
+     * creating it, while it is still empty. An empty segment younger than
+     * STARTING_GRACE_S is taken for such a creator, not for a dead one. */
+    if (info.st_size == 0 && time(NULL) - info.st_mtime < STARTING_GRACE_S) {
+        close(fd);
+        return shm_fail(SHMSTORE_EBUSY, "another daemon is creating store \"%s\" right now",
+                        daemon->name);
     }
     close(fd);
 
@@ -237,7 +256,10 @@ int shmstore_daemon_create(const char *name, const shmstore_daemon_config_t *con
     if (result != 0)
         goto fail;
 
-    result = shm_segment_create(daemon->ctl_name, ctl_bytes, 0, &daemon->ctl);
+    /* The exclusive flock on the control segment is held for the daemon's
+     * whole life; the kernel drops it however the daemon dies, which is how
+     * clients and successors tell. */
+    result = shm_segment_create(daemon->ctl_name, ctl_bytes, 0, 1, &daemon->ctl);
     if (result == -EEXIST) {
         result = shm_fail(SHMSTORE_EBUSY, "another daemon is creating store \"%s\" right now",
                           store_name);
@@ -246,16 +268,7 @@ int shmstore_daemon_create(const char *name, const shmstore_daemon_config_t *con
     if (result != 0)
         goto fail;
 
-    /* Held for the daemon's whole life; the kernel drops it however the
-     * daemon dies, which is how clients and successors tell. */
-    if (flock(daemon->ctl.fd, LOCK_EX | LOCK_NB) != 0) {
-        result = shm_fail(SHMSTORE_EBUSY, "another daemon took store \"%s\" while this one "
-                          "was creating it", store_name);
-        shm_segment_close(&daemon->ctl);
-        goto fail;
-    }
-
-    result = shm_segment_create(daemon->data_name, arena_bytes, 0, &daemon->data);
+    result = shm_segment_create(daemon->data_name, arena_bytes, 0, 0, &daemon->data);
     if (result != 0) {
         shm_unlink(daemon->ctl_name);
         goto fail;

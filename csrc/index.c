@@ -189,11 +189,10 @@ static void rebuild(shm_store_t *store)
         used++;
     }
 
-    header->index_used = used;
-
     /* Release: pairs with the acquire load in shm_index_active, so that a
-     * reader that sees the new epoch sees the copied entries. */
+     * reader that loads the new epoch also loads the copied entries. */
     shm_store_release(&header->index_epoch, epoch + 1);
+    header->index_used = used;
 }
 
 int shm_index_upsert(shm_store_t *store, uint64_t hash, const char *key, size_t length,
@@ -212,8 +211,10 @@ int shm_index_upsert(shm_store_t *store, uint64_t hash, const char *key, size_t 
         return 1;
     }
 
+    /* A full wrap without a free bucket (at == UINT64_MAX) cannot happen
+     * while index_used is right; rebuilding also covers a wrong count. */
     uint64_t capacity = store->index_mask + 1;
-    if (store->header->index_used + 1 > capacity / 4 * 3) {
+    if (store->header->index_used + 1 > capacity / 4 * 3 || at == UINT64_MAX) {
         rebuild(store);
         table = shm_index_active(store, &epoch);
         at = find_bucket(store, table, hash, key, length, &found);
@@ -258,6 +259,20 @@ void shm_index_for_each_locked(shm_store_t *store,
         if (word_is_entry(word))
             visit(context, at, word_descriptor(word));
     }
+}
+
+void shm_index_recount(shm_store_t *store)
+{
+    uint64_t epoch;
+    shm_atomic_u64 *table = shm_index_active(store, &epoch);
+    uint64_t used = 0;
+
+    for (uint64_t at = 0; at <= store->index_mask; at++) {
+        /* Relaxed: lock held. */
+        if (shm_load_relaxed(&table[at]) != SHM_INDEX_EMPTY)
+            used++;
+    }
+    store->header->index_used = used;
 }
 
 void shm_index_drop_bucket(shm_store_t *store, uint64_t bucket)

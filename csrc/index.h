@@ -65,6 +65,10 @@ void shm_index_for_each_locked(shm_store_t *store,
                                void (*visit)(void *context, uint64_t bucket, uint32_t number),
                                void *context);
 
+/* Recounts the live and tombstone buckets of the active table into
+ * index_used. Lock held (used by the repair). */
+void shm_index_recount(shm_store_t *store);
+
 /* Replaces the bucket of the active table at position bucket with a
  * tombstone. Lock held (used by the repair). */
 void shm_index_drop_bucket(shm_store_t *store, uint64_t bucket);

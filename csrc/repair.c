@@ -113,6 +113,7 @@ int shm_repair(shm_store_t *store)
     check.indexed = calloc(store->descriptor_count, 1);
     if (check.indexed == NULL)
         return shm_fail(-ENOMEM, "out of process memory while repairing the store");
+    shm_index_recount(store);
     shm_index_for_each_locked(store, check_entry, &check);
 
     /* A LIVE version that no entry points to was replaced or deleted by

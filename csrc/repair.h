@@ -8,7 +8,7 @@
 #include "store.h"
 
 /* Rebuilds the allocator from the block headers, returns descriptors of
- * interrupted commits and frees to FREE, drops index entries that point to
+ * interrupted commits and frees to FREE, recounts the index buckets, drops index entries that point to
  * no live descriptor, retires live descriptors that no index entry points
  * to, and frees PUBLISHED blocks that no descriptor owns. Store lock held
  * (the caller got EOWNERDEAD). Returns 0, or a negative code when the arena

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -91,7 +92,8 @@ static int map_segment(int fd, uint64_t bytes, int writable, int populate, const
     return 0;
 }
 
-int shm_segment_create(const char *shm_name, uint64_t bytes, int populate, shm_mapping_t *out)
+int shm_segment_create(const char *shm_name, uint64_t bytes, int populate, int lock,
+                       shm_mapping_t *out)
 {
     out->fd = -1;
     out->base = NULL;
@@ -103,9 +105,16 @@ int shm_segment_create(const char *shm_name, uint64_t bytes, int populate, shm_m
         return shm_fail(-error, "shm_open of %s failed: %s", shm_name, strerror(error));
     }
 
+    int result = 0;
+    if (lock && flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        result = shm_fail(SHMSTORE_EBUSY, "another process locked %s while this one created it",
+                          shm_name);
+        close(fd);
+        return result;
+    }
+
     /* The umask may have cleared bits of 0600, never added any, but a
      * restrictive one could leave the owner without access. */
-    int result = 0;
     if (fchmod(fd, 0600) != 0) {
         int error = errno;
         result = shm_fail(-error, "fchmod of %s failed: %s", shm_name, strerror(error));

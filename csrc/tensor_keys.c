@@ -183,6 +183,10 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
     if (result != 0)
         return result;
 
+    /* NOTE: the walk reads one index table. A writer that rebuilds the
+     * index twice during the walk clears that table, so the walk may then
+     * miss keys that did not change. Two rebuilds are at least a quarter
+     * of the table's capacity of inserts apart, so this needs heavy churn. */
     shm_store_t *store = &client->store;
     uint64_t epoch;
     shm_atomic_u64 *table = shm_index_active(store, &epoch);
