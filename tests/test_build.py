@@ -1,5 +1,5 @@
-"""The build: C programs link with `shmstore config` flags, the core passes -Werror, and the
-wheel installs no top-level name other than shmstore."""
+"""The build: C programs link with `shmstore config` flags, and the wheel installs no top-level
+name other than shmstore. (tests/test_c_units.py compiles the core with -Werror.)"""
 
 from __future__ import annotations
 
@@ -100,25 +100,6 @@ def test_c_program_links_and_runs(tmp_path, store):
         from_c = client.get_tensor("from_c")
         assert from_c.dtype == np.float64
         assert np.array_equal(from_c, 0.5 * np.arange(12).reshape(3, 4))
-
-
-@pytest.mark.timeout(300)
-def test_core_builds_with_werror(tmp_path):
-    if shutil.which("gcc") is None:
-        pytest.skip("gcc is not installed")
-    sources = sorted(glob.glob(str(ROOT / "csrc" / "*.c")))
-    assert sources
-
-    failures = []
-    for source in sources:
-        target = tmp_path / (Path(source).stem + ".o")
-        command = ["gcc", "-std=c11", "-O2", "-pthread", "-fPIC", "-Wall", "-Wextra",
-                   "-Werror", f"-I{ROOT / 'csrc' / 'include'}", f"-I{ROOT / 'csrc'}", "-c",
-                   source, "-o", str(target)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
-            failures.append(result.stderr)
-    assert failures == []
 
 
 def copy_source_tree(destination: Path) -> None:
