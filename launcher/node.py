@@ -108,19 +108,41 @@ def prepare(name: str, timeout_s: float, model_arguments: list[str]) -> int:
 
 
 def find_daemons(name: str) -> list[psutil.Process]:
-    """Find the processes on this node that run `shmstore.launcher.node serve --name NAME`."""
+    """Find the live processes on this node that run the daemon of store `name`.
+
+    They are interpreters started as `PYTHON -m shmstore.launcher.node serve --name NAME ...`.
+    A tool that only carries that command line in its arguments (srun, pbsdsh) does not match.
+    """
     daemons = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
         cmdline = process.info["cmdline"] or []
-        if "shmstore.launcher.node" not in cmdline or "serve" not in cmdline:
-            continue
-        try:
-            name_index = cmdline.index("--name")
-        except ValueError:
-            continue
-        if name_index + 1 < len(cmdline) and cmdline[name_index + 1] == name:
+        if cmdline[1:6] == ["-m", "shmstore.launcher.node", "serve", "--name", name]:
             daemons.append(process)
     return daemons
+
+
+def wait_for_exit(processes: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
+    """Wait until the processes exit; return those still alive after timeout_s.
+
+    A zombie counts as exited: its parent (often the launcher) reaps it later.
+    """
+    deadline = time.monotonic() + timeout_s
+    alive = list(processes)
+    while alive:
+        alive = [process for process in alive if process_is_running(process)]
+        if not alive or time.monotonic() >= deadline:
+            break
+        time.sleep(RETRY_INTERVAL_S)
+    return alive
+
+
+def process_is_running(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def cleanup(name: str, grace_period_s: float) -> int:
@@ -133,7 +155,7 @@ def cleanup(name: str, grace_period_s: float) -> int:
         except psutil.NoSuchProcess:
             continue
 
-    _gone, alive = psutil.wait_procs(daemons, timeout=grace_period_s)
+    alive = wait_for_exit(daemons, grace_period_s)
     for daemon in alive:
         logger.warning("daemon of store %r (pid %d) ignored SIGTERM for %g s; sending SIGKILL",
                        name, daemon.pid, grace_period_s)
@@ -141,7 +163,7 @@ def cleanup(name: str, grace_period_s: float) -> int:
             daemon.kill()
         except psutil.NoSuchProcess:
             continue
-    psutil.wait_procs(alive, timeout=grace_period_s)
+    wait_for_exit(alive, grace_period_s)
 
     remove_segments(name)
     return 0
