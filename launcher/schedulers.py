@@ -80,6 +80,9 @@ def build_slurm_plan(options: LaunchOptions, environ: Mapping[str, str]) -> Laun
     The daemon, prepare and cleanup steps pass `--overlap` so that they share the CPUs and
     memory of the allocation with the application step instead of waiting for them. They set
     `--ntasks` explicitly because srun otherwise inherits SLURM_NTASKS from the batch job.
+
+    NOTE: these steps have run only under a one-node srun stand-in in the tests, never under a
+    real Slurm.
     """
     nodes = slurm_node_count(options, environ)
     if options.ranks < nodes:
