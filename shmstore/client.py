@@ -121,22 +121,27 @@ class Client(InferenceClientMixin):
         order; any other non-contiguous layout is stored in C order. Foreign byte order is
         converted to native order during the copy.
         """
-        code_override = None
-        if _is_torch_tensor(value):
-            array, code_override = _torch_to_numpy(value)
+        if type(value) is np.ndarray:
+            array = value
+            # None for foreign byte order and unsupported dtypes; _dtype_code sorts them out.
+            code = _CODE_BY_DTYPE.get(array.dtype)
+        elif _is_torch_tensor(value):
+            array, code = _torch_to_numpy(value)
         else:
             array = np.asarray(value)
+            code = None
+        if code is None:
+            code = _dtype_code(array.dtype, key)
 
-        code = code_override if code_override is not None else _dtype_code(array.dtype, key)
-        order = _storage_order(array)
-        contiguous = array.flags.c_contiguous or array.flags.f_contiguous
-
-        # Fast path: one C call that copies the bytes as they lie.
-        if contiguous and array.dtype.isnative:
-            self._core.put_buffer(key, array, code, array.shape, _order_code(order))
+        # Fast path: one C call that copies the bytes as they lie. An array that is both C-
+        # and Fortran-contiguous (rank 1, or extents of 1) is stored in C order.
+        flags = array.flags
+        if array.dtype.isnative and (flags.c_contiguous or flags.f_contiguous):
+            order_code = _core.ORDER_C if flags.c_contiguous else _core.ORDER_F
+            self._core.put_buffer(key, array, code, array.shape, order_code)
             return
 
-        self._put_with_copyto(key, array, code, order)
+        self._put_with_copyto(key, array, code, _storage_order(array))
 
     def _put_with_copyto(self, key: str, array: np.ndarray, code: int, order: str) -> None:
         """Reserve arena memory, copy array into it with numpy (strides, byte order), commit."""
