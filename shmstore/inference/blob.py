@@ -146,6 +146,18 @@ def decode_settings(blob: np.ndarray, key: str) -> BlobSettings:
     )
 
 
+_VERSION = struct.Struct("=Q")
+_VERSION_OFFSET = 32     # magic, header_bytes, kind, three batch settings, reserved
+
+
+def read_version(blob: np.ndarray) -> int:
+    """Return the version field of a stored blob without decoding the rest (0 if too short)."""
+    data = memoryview(blob).cast("B")
+    if data.nbytes < HEADER_BYTES:
+        return 0
+    return _VERSION.unpack_from(data, _VERSION_OFFSET)[0]
+
+
 def payload_view(blob: np.ndarray, settings: BlobSettings) -> memoryview:
     """Return a zero-copy view of the payload of a stored blob."""
     return memoryview(blob).cast("B")[HEADER_BYTES:HEADER_BYTES + settings.payload_bytes]

@@ -65,16 +65,17 @@ class ModelCache:
                 f"{what} {key!r} not found; store it with set_{what}() first",
                 SHMSTORE_ENOKEY) from None
 
+        # Fast path: the version field alone tells whether the cached module is current.
+        cache_key = (kind, key)
+        loaded = self._loaded.get(cache_key)
+        if loaded is not None and loaded.settings.version == blob.read_version(stored):
+            self._loaded.move_to_end(cache_key)
+            return loaded
+
         try:
             settings = blob.decode_settings(stored, key)
         except ValueError as error:
             raise ModelLookupError(str(error), SHMSTORE_EMODEL) from None
-
-        cache_key = (kind, key)
-        loaded = self._loaded.get(cache_key)
-        if loaded is not None and loaded.settings.version == settings.version:
-            self._loaded.move_to_end(cache_key)
-            return loaded
 
         loaded = self._load(kind, key, stored, settings)
         self._loaded[cache_key] = loaded

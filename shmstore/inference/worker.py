@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import logging
 import os
 import signal
@@ -28,7 +29,9 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
-from shmstore import _infer
+import numpy as np
+
+from shmstore import _core, _infer
 from shmstore.errors import (
     SHMSTORE_ELOST,
     SHMSTORE_EMODEL,
@@ -47,7 +50,8 @@ from shmstore.inference.stats import ModelStats, encode_worker_stats, worker_sta
 
 logger = logging.getLogger("shmstore.inference.worker")
 
-ETIMEDOUT = 110
+ETIMEDOUT = errno.ETIMEDOUT
+BFLOAT16_CODE = _core.DTYPE_CODES["bfloat16"]
 # Most requests taken in one round before the worker runs what it has.
 MAX_DRAIN = 4096
 # Longest sleep on the doorbell while idle; the take itself checks daemon liveness.
@@ -177,7 +181,7 @@ class Worker:
         tensors = []
         for name in request.inputs:
             try:
-                tensors.append(self.client.get_tensor(name, framework="torch"))
+                tensors.append(self._input_tensor(name))
             except ShmstoreError as error:
                 code = error.code or SHMSTORE_ENOKEY
                 self._complete(request, code,
@@ -190,6 +194,20 @@ class Worker:
         request.signature = None if signature is None else (request.function,) + signature
         return True
 
+    def _input_tensor(self, name: str) -> Any:
+        """Return a zero-copy torch tensor over the stored tensor name.
+
+        Like get_tensor(framework="torch"), without its per-call warnings filter: the
+        worker filters the read-only warning once, in configure_torch.
+        """
+        import torch
+
+        view = self.client.get_view(name)
+        tensor = torch.from_numpy(np.asarray(view))
+        if view.dtype_code == BFLOAT16_CODE:
+            tensor = tensor.view(torch.bfloat16)
+        return tensor
+
     # ---- running -----------------------------------------------------------------------
 
     def _run_batch(self, loaded: LoadedModel, batch: List[PendingRequest]) -> None:
@@ -200,7 +218,8 @@ class Worker:
         try:
             inputs = self._batch_inputs(batch, loaded.device)
             with torch.inference_mode():
-                result = loaded.module(*inputs)
+                # forward() directly: nn.Module.__call__ only adds hook handling.
+                result = loaded.module.forward(*inputs)
         except Exception as error:  # Any model failure is the request's error, not ours.
             if len(batch) > 1:
                 for request in batch:
