@@ -2,8 +2,9 @@
 
 A put copies the tensor once, into arena memory that the store allocated for it. A get copies
 nothing: it returns a read-only numpy array (or torch tensor) over the store's memory. The
-array's `.base` chain holds the `View` that pins that version, so the memory stays valid for
-as long as the array lives, even if the key is overwritten or deleted, and after close().
+array's `.base` chain keeps a reference to the `View` that pins that version, so the memory
+stays valid for as long as the array lives, even if the key is overwritten or deleted, and
+after close().
 """
 
 from __future__ import annotations
@@ -246,7 +247,7 @@ def _numpy_to_torch(array: np.ndarray, is_bfloat16: bool) -> Any:
     """Wrap a read-only numpy array as a torch tensor over the same memory."""
     import torch
 
-    # torch warns that it cannot mark the tensor read-only; the caller was told not to write.
+    # torch warns that it cannot mark the tensor read-only; get_tensor documents that callers must not write.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
         tensor = torch.from_numpy(array.view(np.int16) if is_bfloat16 else array)

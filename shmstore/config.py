@@ -24,7 +24,7 @@ def _require(path: str) -> None:
 
 
 def fortran_library_dir() -> str:
-    """Return the folder that holds libshmstore_fortran.so, or "" when it was not built."""
+    """Return the folder that contains libshmstore_fortran.so, or "" when it was not built."""
     for folder in (LIB_DIR, FORTRAN_DIR):
         if os.path.isfile(os.path.join(folder, FORTRAN_LIBRARY)):
             return folder

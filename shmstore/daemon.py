@@ -36,7 +36,7 @@ from shmstore.sizes import format_size
 
 logger = logging.getLogger("shmstore.daemon")
 
-# Longest wait of one housekeeping round, in ms. Clients expect a heartbeat at least this often.
+# Maximum wait of one housekeeping round, in ms. Clients expect a heartbeat at least this often.
 POLL_TIMEOUT_MS = 100
 
 SHM_DIR = "/dev/shm"
