@@ -247,7 +247,8 @@ def _numpy_to_torch(array: np.ndarray, is_bfloat16: bool) -> Any:
     """Wrap a read-only numpy array as a torch tensor over the same memory."""
     import torch
 
-    # torch warns that it cannot mark the tensor read-only; get_tensor documents that callers must not write.
+    # torch warns that it cannot mark the tensor read-only. get_tensor documents that callers
+    # must not write to it.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not writable.*", category=UserWarning)
         tensor = torch.from_numpy(array.view(np.int16) if is_bfloat16 else array)
