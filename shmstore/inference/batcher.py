@@ -29,6 +29,7 @@ class PendingRequest:
     inputs: List[str]
     outputs: List[str]
     taken_ns: int              # CLOCK_MONOTONIC when this worker took it
+    started_ns: int = 0        # CLOCK_MONOTONIC when its batch started to run; 0: not yet
     tensors: Optional[List[Any]] = None   # zero-copy input tensors, once loaded
     rows: int = 0
     signature: Optional[Tuple] = None     # None: never merged with another request

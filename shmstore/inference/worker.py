@@ -215,6 +215,9 @@ class Worker:
         import torch
 
         started = time.perf_counter()
+        started_ns = time.monotonic_ns()
+        for request in batch:
+            request.started_ns = request.started_ns or started_ns
         try:
             inputs = self._batch_inputs(batch, loaded.device)
             with torch.inference_mode():
@@ -331,6 +334,7 @@ class Worker:
             return
 
         started = time.perf_counter()
+        request.started_ns = time.monotonic_ns()
         try:
             inputs = self._batch_inputs([request], loaded.device)
             with torch.inference_mode():
@@ -365,7 +369,10 @@ class Worker:
             logger.info("worker %d: the client of a request for %r gave up before it "
                         "completed", self.index, request.key)
         request.tensors = None
-        queue_wait_s = max(0, time.monotonic_ns() - request.submitted_ns) / 1e9
+        # Queue wait: from submission until the request's batch started (or until now, for
+        # a request that failed before it ran).
+        started_ns = request.started_ns or time.monotonic_ns()
+        queue_wait_s = max(0, started_ns - request.submitted_ns) / 1e9
         self._model_stats(request.key).record_request(queue_wait_s, failed=code != 0)
         self.segment.count(self.index, 1, 0)
 
