@@ -159,8 +159,8 @@ class InferenceClientMixin:
         """Run model key on arrays and return its output arrays, without naming any keys.
 
         Returns one read-only numpy array when the model returns one tensor, else a tuple.
-        The inputs travel through the store (one copy in); the outputs are zero-copy views of
-        the store's memory that stay valid after their temporary keys are removed.
+        The inputs travel through the store, with one copy in. The outputs are zero-copy views
+        of the store's memory, which stay valid after their temporary keys are removed.
         """
         prefix = (f"{blob.TEMP_PREFIX}{os.getpid()}-{threading.get_ident()}-"
                   f"{next(_temporary_counter)}/")

@@ -3,8 +3,8 @@
 The published ML-EKE closure maps N grid columns with 4 features each, float32 (N, 4), to one
 eddy kinetic energy estimate per column, (N, 1). `build_eke_like_model` saves a small
 TorchScript MLP with that interface: it normalises the inputs, runs three dense layers and
-returns (N, 1). The weights come from a fixed seed, so every build gives the same file
-weights and outputs; they are random, not trained, so the values carry no physical meaning.
+returns (N, 1). The weights come from a fixed seed, so every build gives the same weights
+and outputs. They are random, not trained, so the values carry no physical meaning.
 """
 
 from __future__ import annotations

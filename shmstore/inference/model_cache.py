@@ -53,7 +53,7 @@ class ModelCache:
     def lookup(self, kind: int, key: str) -> LoadedModel:
         """Return the current version of model (or script) key, loading it if needed.
 
-        Raises ModelLookupError when the key holds no model, or the model cannot be loaded.
+        Raises ModelLookupError when no model is stored under key, or it cannot be loaded.
         """
         from shmstore.errors import KeyNotFoundError, SHMSTORE_EMODEL, SHMSTORE_ENOKEY
 
@@ -65,7 +65,7 @@ class ModelCache:
                 f"{what} {key!r} not found; store it with set_{what}() first",
                 SHMSTORE_ENOKEY) from None
 
-        # Fast path: the version field alone tells whether the cached module is current.
+        # Fast path: reading the version field alone is enough to reuse the cached module.
         cache_key = (kind, key)
         loaded = self._loaded.get(cache_key)
         if loaded is not None and loaded.settings.version == blob.read_version(stored):

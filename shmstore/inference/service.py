@@ -7,10 +7,10 @@ Start (called by the daemon after its own segments exist, before it reports read
   2. start the N worker processes (`python -m shmstore.inference.worker`); each registers in
      the worker table once it has loaded torch and attached.
 Each housekeeping round (poll, about every 100 ms):
-  - a worker process that exited is reaped: the requests it held fail with an error naming
-    the worker and its pid (infer_daemon_fail_worker), and it is started again, at once the
-    first time and with a growing delay (up to 10 s) while it keeps dying within 5 s of
-    starting;
+  - a worker process that exited is reaped, and the requests it held fail with an error
+    naming the worker and its pid (infer_daemon_fail_worker). It is started again at once the
+    first time. While it keeps dying within 5 s of starting, each restart waits longer, up to
+    10 s;
   - about once a second, the request slots of dead client processes are freed.
 Stop (called by the daemon before it destroys its own segments):
   1. SIGTERM every worker, wait up to 5 s, then SIGKILL what is left;

@@ -42,6 +42,8 @@ def format_inference_status(name: str) -> Optional[str]:
     finally:
         segment.close()
 
+    if info["worker_count"] == 0:
+        return "inference: no workers (start the daemon with --workers N to run models)"
     lines = [f"inference: {info['worker_count']} worker(s), {info['queue_depth']} request(s) "
              f"queued, {info['slots_in_use']} of {info['slot_count']} request slots in use, "
              f"{info['requests_submitted']} submitted"]

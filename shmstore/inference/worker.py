@@ -6,9 +6,9 @@ Started by the daemon (`service.py`) as `python -m shmstore.inference.worker --n
 NOTE [worker life cycle]
   1. Map the store (a Client) and the inference segment; register as worker I (pid, device).
   2. Loop: take one request (sleeping on the worker doorbell while idle), then every request
-     already queued; look up each model once per round (the stored version decides which
-     module runs); plan batches (batcher.py); run them; write the outputs into the store; complete
-     every request with its own result code and message.
+     already queued. Look up each model once per round, so the stored version decides which
+     module runs. Plan batches (batcher.py) and run them. Write the outputs into the store and
+     complete every request with its own result code and message.
   3. Publish the per-model statistics under "__shmstore__/stats/w<I>" at most every 200 ms
      while busy, and once more when the queue runs dry.
   4. Exit when the daemon dies or stops (the take fails with ConnectionLostError), or when the
@@ -54,12 +54,12 @@ ETIMEDOUT = errno.ETIMEDOUT
 BFLOAT16_CODE = _core.DTYPE_CODES["bfloat16"]
 # Most requests taken in one round before the worker runs what it has.
 MAX_DRAIN = 4096
-# Longest sleep on the doorbell while idle; the take itself checks daemon liveness.
+# Maximum sleep on the doorbell while idle. The take itself checks daemon liveness.
 IDLE_WAIT_S = 1.0
 # Sleep while statistics wait to be published; a miss publishes them.
 IDLE_WAIT_DIRTY_S = 0.02
 STATS_INTERVAL_S = 0.2
-# Longest model message passed back to the client.
+# Maximum length of a model's message passed back to the client.
 MESSAGE_LIMIT = 900
 
 
