@@ -259,6 +259,7 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
     client->data.fd = -1;
     snprintf(client->name, sizeof client->name, "%s", store_name);
     client->pid = (int32_t)getpid();
+    /* Relaxed: no other thread can reach the handle yet. */
     shm_store_relaxed(&client->timeout_ms, timeout_from_environment());
     shm_store_relaxed(&client->references, 1);
 

@@ -162,6 +162,7 @@ int64_t shm_index_find_locked(shm_store_t *store, uint64_t hash, const char *key
 static void rebuild(shm_store_t *store)
 {
     shm_header_t *header = store->header;
+    /* Relaxed: only writers change the epoch, and we hold the lock. */
     uint64_t epoch = shm_load_relaxed(&header->index_epoch);
     shm_atomic_u64 *from = store->index[epoch & 1];
     shm_atomic_u64 *to = store->index[(epoch + 1) & 1];
@@ -174,6 +175,7 @@ static void rebuild(shm_store_t *store)
 
     uint64_t used = 0;
     for (uint64_t at = 0; at <= mask; at++) {
+        /* Relaxed: lock held, and only lock holders write buckets. */
         uint64_t word = shm_load_relaxed(&from[at]);
         if (!word_is_entry(word))
             continue;
@@ -204,6 +206,7 @@ int shm_index_upsert(shm_store_t *store, uint64_t hash, const char *key, size_t 
     uint64_t at = find_bucket(store, table, hash, key, length, &found);
 
     if (found) {
+        /* Relaxed: lock held. */
         *old = word_descriptor(shm_load_relaxed(&table[at]));
         /* Release: pairs with the reader's acquire load of the bucket; this
          * is the one store that makes the new version visible. */
@@ -239,6 +242,7 @@ int shm_index_remove(shm_store_t *store, uint64_t hash, const char *key, size_t 
     if (!found)
         return SHMSTORE_ENOKEY;
 
+    /* Relaxed: lock held. */
     *old = word_descriptor(shm_load_relaxed(&table[at]));
     /* Release: orders nothing readers need, but keeps every bucket write a
      * release store so a reader never sees it before earlier ones. */

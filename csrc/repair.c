@@ -56,6 +56,7 @@ static void repair_descriptors(shm_store_t *store)
             /* An interrupted commit: give the block back to its writer as
              * UNPUBLISHED; the daemon frees it when it reclaims the writer. */
             if (linked(store, d)) {
+                /* Relaxed: lock held. */
                 uint64_t offset = shm_load_relaxed(&shm_descriptor_at(store, d)->block);
                 shm_block_at(store, offset)->state = SHM_BLOCK_UNPUBLISHED;
             }

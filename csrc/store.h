@@ -45,4 +45,11 @@ static inline const char *shm_block_key(const shm_block_t *block)
     return (const char *)block + sizeof(shm_block_t);
 }
 
+/* Returns the offset of the dims in a tensor block with a key of
+ * key_length bytes: after the header and the key's NUL, 8-byte aligned. */
+static inline uint64_t shm_block_dims_offset(uint64_t key_length)
+{
+    return (sizeof(shm_block_t) + key_length + 1 + 7) & ~(uint64_t)7;
+}
+
 #endif /* SHMSTORE_STORE_H */

@@ -126,7 +126,7 @@ int shmstore_get(shmstore_client_t *client, const char *key, shmstore_view_t *vi
 
     const shm_block_t *block = shm_descriptor_block(&client->store, (uint32_t)number);
     const unsigned char *base = (const unsigned char *)block;
-    size_t dims_offset = (sizeof(shm_block_t) + block->u.tensor.key_length + 1 + 7) & ~(size_t)7;
+    uint64_t dims_offset = shm_block_dims_offset(block->u.tensor.key_length);
 
     shm_client_ref(client);
     view->data = base + block->u.tensor.data_offset;

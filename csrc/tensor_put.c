@@ -44,12 +44,11 @@ static int validate_tensor(shmstore_dtype_t dtype, int ndim, const int64_t *dims
     return 0;
 }
 
-/* Returns the offset of the tensor bytes in a block: the header, the key
- * and its NUL, the dims 8-byte aligned, then 64-byte alignment. */
+/* Returns the offset of the tensor bytes in a block: after the dims,
+ * 64-byte aligned. */
 static uint64_t data_offset_for(size_t key_length, int ndim)
 {
-    uint64_t dims_offset = round_up(sizeof(shm_block_t) + key_length + 1, 8);
-    return round_up(dims_offset + (uint64_t)ndim * 8, SHM_ALIGN);
+    return round_up(shm_block_dims_offset(key_length) + (uint64_t)ndim * 8, SHM_ALIGN);
 }
 
 int shmstore_put_begin(shmstore_client_t *client, const char *key, shmstore_dtype_t dtype,
@@ -82,6 +81,7 @@ int shmstore_put_begin(shmstore_client_t *client, const char *key, shmstore_dtyp
         return result;
     uint64_t offset = 0;
     result = shm_alloc(&client->store, block_bytes, (int32_t)client->slot, &offset);
+    /* Relaxed: lock held, for the error message only. */
     uint64_t used = shm_load_relaxed(&client->store.header->used_bytes);
     uint64_t largest = result == 0 ? 0 : shm_alloc_largest_free(&client->store);
     shm_client_unlock(client);
@@ -99,9 +99,8 @@ int shmstore_put_begin(shmstore_client_t *client, const char *key, shmstore_dtyp
     shm_block_t *block = shm_block_at(&client->store, offset);
     unsigned char *base = (unsigned char *)block;
     memcpy(base + sizeof(shm_block_t), key, key_length + 1);
-    uint64_t dims_offset = round_up(sizeof(shm_block_t) + key_length + 1, 8);
     if (ndim > 0)
-        memcpy(base + dims_offset, dims, (size_t)ndim * sizeof(int64_t));
+        memcpy(base + shm_block_dims_offset(key_length), dims, (size_t)ndim * sizeof(int64_t));
     block->u.tensor.nbytes = nbytes;
     block->u.tensor.data_offset = (uint32_t)data_offset;
     block->u.tensor.key_length = (uint16_t)key_length;
@@ -157,7 +156,7 @@ int shm_commit_locked(shmstore_client_t *client, uint64_t offset, uint64_t hash,
     if (shm_index_upsert(store, hash, key, key_length, number, &old) == 1)
         shm_descriptor_retire(store, old);
     else
-        shm_store_relaxed(&header->key_count, keys + 1);
+        shm_store_relaxed(&header->key_count, keys + 1); /* relaxed: lock held */
     return 0;
 }
 
