@@ -38,6 +38,11 @@
  * that another daemon is creating. */
 #define STARTING_GRACE_S 2
 
+/* Maximum wait of the daemon for the store lock before it moves on and
+ * retries a reclaim at its next scan, so that a client stopped inside the
+ * lock (in a debugger, say) does not stall the daemon's other work. */
+#define RECLAIM_LOCK_TIMEOUT_MS 500
+
 /* How often the daemon checks whether attached clients still live. */
 #define DEATH_SCAN_NS (100LL * 1000 * 1000)
 
@@ -307,7 +312,7 @@ static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, uint64_t *byte
     *bytes = 0;
     *views = 0;
 
-    int result = shm_lock(store, -1);
+    int result = shm_lock(store, RECLAIM_LOCK_TIMEOUT_MS);
     if (result != 0)
         return result;
 
@@ -371,6 +376,8 @@ static int scan_slots(shmstore_daemon_t *daemon, int check_deaths)
         if (state == SHM_SLOT_DETACHED) {
             announce(daemon, s, pid);
             int result = reclaim_slot(daemon, s, &bytes, &views);
+            if (result == -ETIMEDOUT)
+                continue;
             if (result != 0)
                 return result;
             queue_event(daemon, SHMSTORE_EVENT_DETACH, pid, bytes, views);
@@ -394,6 +401,8 @@ static int scan_slots(shmstore_daemon_t *daemon, int check_deaths)
             continue;
 
         int result = reclaim_slot(daemon, s, &bytes, &views);
+        if (result == -ETIMEDOUT)
+            continue;
         if (result != 0)
             return result;
         queue_event(daemon, SHMSTORE_EVENT_DIED, pid, bytes, views);
