@@ -261,9 +261,9 @@ int shmstore_daemon_create(const char *name, const shmstore_daemon_config_t *con
     if (result != 0)
         goto fail;
 
-    /* The exclusive flock on the control segment is held for the daemon's
-     * whole life; the kernel drops it however the daemon dies, which is how
-     * clients and successors tell. */
+    /* The daemon holds an exclusive flock on the control segment for its
+     * whole life. The kernel drops it however the daemon dies, so clients
+     * and successors test the lock to tell whether the daemon lives. */
     result = shm_segment_create(daemon->ctl_name, ctl_bytes, 0, 1, &daemon->ctl);
     if (result == -EEXIST) {
         result = shm_fail(SHMSTORE_EBUSY, "another daemon is creating store \"%s\" right now",

@@ -143,7 +143,7 @@ int shm_descriptor_unpin(shm_store_t *store, uint32_t number, uint32_t slot)
     shm_descriptor_t *descriptor = shm_descriptor_at(store, number);
 
     /* seq_cst: pairs with the writer's seq_cst RETIRED store and bitmap
-     * loads; whichever comes second in the total order sees both facts. */
+     * loads; whichever comes second in the total order observes both facts. */
     shm_fetch_and_seq(&descriptor->readers[slot / 64], ~reader_bit(slot));
     uint64_t word = shm_load_seq(&descriptor->state);
     if (SHM_DESC_STATE(word) != SHM_DESC_RETIRED)

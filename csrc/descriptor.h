@@ -2,9 +2,9 @@
  * descriptor.h - the descriptor table: one descriptor per stored tensor
  * version, with a state word and a reader bitmap (one bit per client slot).
  *
- * Descriptors are type-stable: a descriptor slot is only ever a descriptor,
- * so a reader may touch one that was freed and reused under it; it notices
- * from the state word and retries.
+ * Descriptors are type-stable: a descriptor slot is only ever a descriptor.
+ * So a reader may touch one that was freed and reused under it, because it
+ * notices the change from the state word and retries.
  *
  * Freeing protocol. A version is freed when it is both RETIRED (out of the
  * index) and unpinned (bitmap all zero). The writer that retires it stores
@@ -40,9 +40,9 @@ uint64_t shm_descriptor_retire(shm_store_t *store, uint32_t number);
 uint64_t shm_descriptor_try_free(shm_store_t *store, uint32_t number);
 
 /* Sets slot's reader bit, then checks that the descriptor is LIVE.
- * Returns 0 when pinned, or -EAGAIN when it is not LIVE (the bit is then
- * cleared again, and *free_check says whether the caller must call
- * shm_descriptor_try_free under the lock). Any thread, no lock. */
+ * Returns 0 when pinned, or -EAGAIN when it is not LIVE. The bit is then
+ * cleared again, and *free_check is set to 1 when the caller must call
+ * shm_descriptor_try_free under the lock. Any thread, no lock. */
 int shm_descriptor_pin(shm_store_t *store, uint32_t number, uint32_t slot, int *free_check);
 
 /* Clears slot's reader bit. Returns 1 when the version may now be

@@ -58,7 +58,7 @@ static int hash_matches(uint64_t word, uint64_t hash)
 shm_atomic_u64 *shm_index_active(shm_store_t *store, uint64_t *epoch)
 {
     /* Acquire: pairs with the release increment in rebuild(), so that a
-     * reader of the new table sees its copied entries. */
+     * reader of the new table reads its copied entries. */
     *epoch = shm_load_acquire(&store->header->index_epoch);
     return store->index[*epoch & 1];
 }
@@ -97,14 +97,14 @@ int64_t shm_index_lookup(shm_store_t *store, uint64_t hash, shm_index_match_fn m
             continue;
 
         /* Acquire: the bucket loads above were acquires, so this load is
-         * not reordered before them; an unchanged epoch means the table
-         * was not rebuilt under us and the miss is genuine. */
+         * not reordered before them. An unchanged epoch means that the
+         * table was not rebuilt during the probe, so the miss is genuine. */
         if (shm_load_acquire(&store->header->index_epoch) == epoch)
             return SHMSTORE_ENOKEY;
     }
 }
 
-/* Returns 1 when the LIVE descriptor number holds key. Lock held. */
+/* Returns 1 when the block of LIVE descriptor number contains key. Lock held. */
 static int descriptor_has_key(shm_store_t *store, uint32_t number, const char *key,
                               size_t length)
 {
@@ -214,8 +214,8 @@ int shm_index_upsert(shm_store_t *store, uint64_t hash, const char *key, size_t 
         return 1;
     }
 
-    /* A full wrap without a free bucket (at == UINT64_MAX) cannot happen
-     * while index_used is right; rebuilding also covers a wrong count. */
+    /* A full wrap without a free bucket (at == UINT64_MAX) means that
+     * index_used was wrong. Rebuilding recounts it and frees tombstones. */
     uint64_t capacity = store->index_mask + 1;
     if (store->header->index_used + 1 > capacity / 4 * 3 || at == UINT64_MAX) {
         rebuild(store);

@@ -9,7 +9,7 @@
  * Readers take no lock: they load buckets with acquire order and check
  * every candidate by pinning its descriptor and comparing the key stored in
  * its block. Writers hold the store lock. Deletions leave tombstones, so
- * that probe chains stay intact; when live plus tombstone buckets pass 3/4
+ * that probe chains stay intact. When live plus tombstone buckets pass 3/4
  * of the capacity, the writer copies the live entries into the second
  * table and switches to it by bumping index_epoch. A reader whose probe
  * missed rechecks the epoch and retries if it changed, because it may have

@@ -36,9 +36,9 @@ int shm_check_free_space(uint64_t bytes);
  * reserved with posix_fallocate (so that running out of /dev/shm fails here
  * with -ENOSPC, never later with SIGBUS), and maps it read-write.
  * populate: also pre-fault the page tables (MAP_POPULATE). lock: take an
- * exclusive flock right after creating it, before anyone else can open
- * it and mistake it for the segment of a dead daemon; it fails with
- * SHMSTORE_EBUSY when someone else got the lock first. */
+ * exclusive flock right after creating it, so that nobody who opens it
+ * later mistakes it for the segment of a dead daemon. Fails with
+ * SHMSTORE_EBUSY when another process took that lock first. */
 int shm_segment_create(const char *shm_name, uint64_t bytes, int populate, int lock,
                        shm_mapping_t *out);
 
