@@ -24,7 +24,11 @@ FORTRAN_FLAGS = ["-O2", "-fPIC", "-std=f2008"]
 
 
 def find_compiler() -> str:
-    """Return the Fortran compiler to use: $FC if set, else gfortran ('' if missing)."""
+    """Return the Fortran compiler to use: $FC if set, else gfortran ('' if missing).
+
+    NOTE: the flags (-std=f2008, -J) are gfortran's, so a compiler named by $FC must be
+    gfortran or a wrapper around it such as mpif90 of Open MPI; others are untested.
+    """
     requested = os.environ.get("FC", "")
     if requested:
         return shutil.which(requested) or ""

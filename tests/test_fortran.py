@@ -349,6 +349,7 @@ def save_affine_model(path: Path) -> None:
 
 
 @pytest.mark.timeout(180)
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_model_program(fortran_build: Dict[str, Path], start_daemon: Callable[..., DaemonProcess],
                        tmp_path: Path) -> None:
     torch = pytest.importorskip("torch", reason="inference needs torch (pip install torch==2.13.0)")
