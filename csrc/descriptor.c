@@ -67,8 +67,8 @@ void shm_descriptor_publish(shm_store_t *store, uint32_t number, uint64_t block_
     shm_store_relaxed(&descriptor->block, block_offset);
 
     /* Release: pairs with the reader's seq_cst load of state in
-     * shm_descriptor_pin, so that a reader who sees LIVE sees the block
-     * offset and the tensor bytes written before the commit. */
+     * shm_descriptor_pin, so that a reader that loads LIVE also loads the
+     * block offset and the tensor bytes written before the commit. */
     uint64_t word = shm_load_relaxed(&descriptor->state);
     shm_store_release(&descriptor->state,
                       SHM_DESC_WORD(SHM_DESC_GENERATION(word), SHM_DESC_LIVE));
