@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import shlex
 import sys
 from typing import Optional
 
@@ -79,6 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--grace-period", type=positive_float, default=5.0, metavar="SECONDS",
                         help="time between SIGTERM and SIGKILL when stopping (default 5)")
 
+    parser.add_argument("--sidecar", action="append", default=[], metavar="COMMAND",
+                        help="a command (one shell-quoted string) started on the launch node "
+                             "once the store is ready, beside the ranks, with SHMSTORE_NAME set; "
+                             "the launch waits for it after the ranks finish (an analysis or "
+                             "monitoring process); repeat for several")
+    parser.add_argument("--sidecar-timeout", type=positive_float, default=300.0,
+                        metavar="SECONDS",
+                        help="time a sidecar may run on after the ranks finished (default 300)")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the command lines of the launch and exit")
     return parser
@@ -121,6 +130,8 @@ def parse_options(argv: list[str]) -> LaunchOptions:
         dry_run=arguments.dry_run,
         start_timeout_s=arguments.start_timeout,
         grace_period_s=arguments.grace_period,
+        sidecars=[shlex.split(text) for text in arguments.sidecar],
+        sidecar_timeout_s=arguments.sidecar_timeout,
     )
 
 

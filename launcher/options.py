@@ -62,6 +62,10 @@ class LaunchOptions:
     start_timeout_s: float = 60.0
     # Seconds a rank or the daemon gets between SIGTERM and SIGKILL.
     grace_period_s: float = 5.0
+    # Commands run beside the ranks on the launch node (argv lists), and the seconds they may
+    # run on after the ranks finished.
+    sidecars: list[list[str]] = dataclasses.field(default_factory=list)
+    sidecar_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if not self.log_dir:

@@ -8,12 +8,17 @@ NOTE [launch protocol]
    accepts clients and then store the models, so no rank races the model load. A daemon that exits, a
    prepare step that fails or the start timeout ends the launch with exit code 1 and the tail
    of the daemon's log.
-4. Start the application steps (one per rank, or one mpirun/srun/mpiexec for all ranks) and
-   relay their output. Watch them and the daemons every 50 ms.
-5. The launch ends when every application step exited 0 (exit 0), when one failed (its exit
+4. Start the sidecars (analysis or monitoring commands on the launch node, output relayed
+   with their name as label), then the application steps (one per rank, or one
+   mpirun/srun/mpiexec for all ranks) and relay their output. Watch them and the daemons
+   every 50 ms.
+5. The launch ends when every application step exited 0 and then every sidecar exited
+   (exit 0, or the first failing sidecar's code; a sidecar still running after the sidecar
+   timeout is stopped and the launch exits 1), when an application step failed (its exit
    code; 128+S when killed by signal S), when a daemon exited (exit 1), or when the launcher
    got SIGINT, SIGTERM or SIGHUP (128+S).
-6. In every case: stop the ranks, then the daemons (SIGTERM, SIGKILL after the grace period),
+6. In every case: stop the ranks and sidecars, then the daemons (SIGTERM, SIGKILL after the
+   grace period),
    run the cleanup steps (or, for a local launch, remove the segments here), and kill any
    orphaned descendant left.
 """
@@ -80,6 +85,7 @@ class Supervisor:
         self._daemons: list[subprocess.Popen] = []
         self._helpers: list[subprocess.Popen] = []
         self._app: list[tuple[AppStep, subprocess.Popen]] = []
+        self._sidecars: list[tuple[str, subprocess.Popen]] = []
         self._signal: Optional[int] = None
 
     @property
@@ -101,8 +107,12 @@ class Supervisor:
             self._check_store_name_free()
             self._start_daemons()
             self._prepare_stores()
+            self._start_sidecars()
             self._start_application()
-            return self._watch_application()
+            code = self._watch_application()
+            if code == 0:
+                code = self._wait_for_sidecars()
+            return code
         except LaunchError as error:
             logger.error("%s", error)
             return LAUNCH_FAILED
@@ -208,6 +218,43 @@ class Supervisor:
 
         logger.info("started %d rank(s) of %s", self._options.ranks, self._options.command[0])
 
+    def _start_sidecars(self) -> None:
+        environment = dict(os.environ)
+        environment["SHMSTORE_NAME"] = self._plan.store_name
+        for number, argv in enumerate(self._options.sidecars):
+            self._raise_if_interrupted()
+            label = f"sidecar-{number}"
+            try:
+                process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                           stderr=subprocess.STDOUT, env=environment,
+                                           start_new_session=True)
+            except OSError as error:
+                raise LaunchError(f"cannot start the sidecar {argv[0]!r}: {error.strerror}") from None
+            assert process.stdout is not None
+            self._relay.follow(process.stdout, None, tool=label)
+            self._sidecars.append((label, process))
+            logger.info("started %s (pid %d): %s", label, process.pid, " ".join(argv))
+
+    def _wait_for_sidecars(self) -> int:
+        """Wait for the sidecars after the ranks finished; return the first non-zero code."""
+        deadline = time.monotonic() + self._options.sidecar_timeout_s
+        for label, process in self._sidecars:
+            while process.poll() is None:
+                self._raise_if_interrupted()
+                self._check_daemons("while the sidecars were finishing")
+                if time.monotonic() > deadline:
+                    logger.error("%s (pid %d) still runs %g s after the ranks finished; "
+                                 "stopping it", label, process.pid,
+                                 self._options.sidecar_timeout_s)
+                    return LAUNCH_FAILED
+                time.sleep(POLL_INTERVAL_S)
+            code = exit_code(process.returncode)
+            if code != 0:
+                logger.error("%s (pid %d) exited with code %d", label, process.pid, code)
+                return code
+            logger.info("%s (pid %d) exited with code 0", label, process.pid)
+        return 0
+
     @staticmethod
     def _step_label(step: AppStep) -> str:
         if step.rank is not None:
@@ -247,6 +294,7 @@ class Supervisor:
         app_processes = [process for _step, process in self._app]
         stop_groups([(process, self._step_label(step)) for step, process in self._app],
                     grace_period_s)
+        stop_groups([(process, label) for label, process in self._sidecars], grace_period_s)
         stop_groups([(helper, "the prepare step") for helper in self._helpers], grace_period_s)
         stop_groups([(daemon, "the daemon") for daemon in self._daemons], grace_period_s)
 
@@ -267,6 +315,8 @@ class Supervisor:
         if self._plan.scheduler == "local":
             remove_segments(self._plan.store_name)
 
-        known = {process.pid for process in app_processes + self._helpers + self._daemons}
+        sidecar_processes = [process for _label, process in self._sidecars]
+        known = {process.pid for process in
+                 app_processes + sidecar_processes + self._helpers + self._daemons}
         stop_leftover_children(known, grace_period_s)
         self._relay.join(timeout_s=grace_period_s)

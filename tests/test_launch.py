@@ -455,3 +455,37 @@ def test_launch_missing_command(tmp_path: Path) -> None:
     assert code == 1
     assert "cannot start the application" in stderr
     assert_launch_gone(name)
+
+
+SIDECAR_APP = """\
+import os
+import sys
+import numpy as np
+import shmstore
+
+with shmstore.Client() as client:
+    found = client.poll_tensor("rank-0", 20, 1500)
+    if not found:
+        sys.exit(5)
+    total = float(np.asarray(client.get_tensor("rank-0")).sum())
+print(f"sidecar saw store={os.environ['SHMSTORE_NAME']} total={total:.1f}", flush=True)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("sidecar_code", [0, 4])
+def test_launch_sidecar_exit_code(tmp_path: Path, sidecar_code: int) -> None:
+    name = unique_store_name("sidecar")
+    app = write_app(tmp_path, "app.py", PUT_GET_APP)
+    sidecar = write_app(tmp_path, "sidecar.py", SIDECAR_APP)
+    sidecar_command = f"{sys.executable} {sidecar} {sidecar_code}"
+
+    code, stdout, stderr = run_launch(tmp_path, name, ["--ranks", "1",
+                                                       "--sidecar", sidecar_command],
+                                      [sys.executable, str(app)])
+
+    assert code == sidecar_code, stderr
+    assert f"[sidecar-0] sidecar saw store={name} total=499500.0" in stdout
+    assert "[rank 0] rank=0" in stdout
+    assert_launch_gone(name)
