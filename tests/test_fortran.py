@@ -4,10 +4,9 @@ rank, and the memory layout seen from Python.
 The Fortran module is built from the source tree into a temporary folder, linked against
 the libshmstore.so that `pip install` built. That library comes from the same build as the
 daemon's Python extension, so both agree on the shared-memory layout even while the C
-sources change. The Fortran test programs in
-fortran/tests/ run against a real daemon (the `store` fixture of conftest.py), and the
-Python side of each test reads or writes the same store with shmstore.Client (the
-`client` fixture).
+sources change. The Fortran test programs in fortran/tests/ run against a real daemon (the
+`store` fixture of conftest.py), and the Python side of each test reads or writes the same
+store with shmstore.Client (the `client` fixture).
 """
 
 import errno
