@@ -13,6 +13,7 @@ import io
 import logging
 from typing import Any, Optional
 
+from shmstore.errors import SHMSTORE_EMODEL, SHMSTORE_ENOKEY, KeyNotFoundError
 from shmstore.inference import blob
 from shmstore.inference.devices import model_device
 
@@ -55,8 +56,6 @@ class ModelCache:
 
         Raises ModelLookupError when no model is stored under key, or it cannot be loaded.
         """
-        from shmstore.errors import KeyNotFoundError, SHMSTORE_EMODEL, SHMSTORE_ENOKEY
-
         what = "script" if kind == blob.KIND_SCRIPT else "model"
         try:
             stored = self._client.get_tensor(blob.internal_key(kind, key))
@@ -88,7 +87,6 @@ class ModelCache:
     def _load(self, kind: int, key: str, stored: Any,
               settings: blob.BlobSettings) -> LoadedModel:
         import torch
-        from shmstore.errors import SHMSTORE_EMODEL
 
         what = "script" if kind == blob.KIND_SCRIPT else "model"
         try:

@@ -30,6 +30,7 @@ import warnings
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from shmstore import _core, _infer
 from shmstore.errors import (
@@ -80,6 +81,9 @@ class Worker:
         self.stats_dirty = False
         self.stats_published_at = 0.0
         self.wake_ns: Optional[int] = None
+        # Completed requests and batches not yet added to the worker table's counters.
+        self.requests_uncounted = 0
+        self.batches_uncounted = 0
         self._load_previous_stats()
 
     # ---- main loop ---------------------------------------------------------------------
@@ -163,7 +167,8 @@ class Worker:
                 self._run_script(loaded, request)
             return []
 
-        ready = [request for request in live if self._load_inputs(request)]
+        batching = loaded.settings.batch_size > 0
+        ready = [request for request in live if self._load_inputs(request, batching)]
         settings = BatchSettings(loaded.settings.batch_size, loaded.settings.min_batch_size,
                                  loaded.settings.min_batch_timeout_ms)
         batches, kept, wake_ns = plan_batches(ready, settings, now_ns)
@@ -174,8 +179,11 @@ class Worker:
             self._run_batch(loaded, batch)
         return kept
 
-    def _load_inputs(self, request: PendingRequest) -> bool:
-        """Map the request's input tensors (zero copy); fail the request if one is missing."""
+    def _load_inputs(self, request: PendingRequest, batching: bool = False) -> bool:
+        """Map the request's input tensors (zero copy); fail the request if one is missing.
+
+        With batching, also work out the request's rows and merge signature.
+        """
         if request.tensors is not None:
             return True
         tensors = []
@@ -189,9 +197,12 @@ class Worker:
                                f"{error}")
                 return False
         request.tensors = tensors
-        request.rows, signature = describe_inputs(tensors, len(request.outputs))
-        # Requests that name their outputs differently (by key, or by index) never merge.
-        request.signature = None if signature is None else (request.function,) + signature
+        if batching:
+            request.rows, signature = describe_inputs(tensors, len(request.outputs))
+            # Requests that name their outputs differently (by key, or by index) never merge.
+            request.signature = None if signature is None else (request.function,) + signature
+        elif tensors and tensors[0].dim() > 0:
+            request.rows = int(tensors[0].shape[0])
         return True
 
     def _input_tensor(self, name: str) -> Any:
@@ -200,8 +211,6 @@ class Worker:
         Like get_tensor(framework="torch"), without its per-call warnings filter: the
         worker filters the read-only warning once, in configure_torch.
         """
-        import torch
-
         view = self.client.get_view(name)
         tensor = torch.from_numpy(np.asarray(view))
         if view.dtype_code == BFLOAT16_CODE:
@@ -212,17 +221,15 @@ class Worker:
 
     def _run_batch(self, loaded: LoadedModel, batch: List[PendingRequest]) -> None:
         """Run one batch; on a model error in a batch of several, run each request alone."""
-        import torch
-
         started = time.perf_counter()
         started_ns = time.monotonic_ns()
         for request in batch:
             request.started_ns = request.started_ns or started_ns
         try:
             inputs = self._batch_inputs(batch, loaded.device)
-            with torch.inference_mode():
-                # forward() directly: nn.Module.__call__ only adds hook handling.
-                result = loaded.module.forward(*inputs)
+            # Gradients are off for the whole process (configure_torch), and forward() skips
+            # the hook handling of nn.Module.__call__.
+            result = loaded.module.forward(*inputs)
         except Exception as error:  # Any model failure is the request's error, not ours.
             if len(batch) > 1:
                 for request in batch:
@@ -234,14 +241,12 @@ class Worker:
 
         samples = sum(request.rows for request in batch) or len(batch)
         self._model_stats(loaded.key).record_batch(samples, compute_s)
-        self.segment.count(self.index, 0, 1)
+        self.batches_uncounted += 1
         self._deliver(loaded, batch, result)
 
     @staticmethod
     def _batch_inputs(batch: List[PendingRequest], device: Any) -> List[Any]:
         """Return the model inputs: one copy out of the arena, then one transfer per input."""
-        import torch
-
         assert batch[0].tensors is not None
         inputs = []
         for position in range(len(batch[0].tensors)):
@@ -258,8 +263,6 @@ class Worker:
 
     def _deliver(self, loaded: LoadedModel, batch: List[PendingRequest], result: Any) -> None:
         """Check the model's outputs, write each request's rows into the store, complete."""
-        import torch
-
         outputs = list(result) if isinstance(result, (tuple, list)) else [result]
         by_index = batch[0].function == blob.OUTPUTS_BY_INDEX
         expected = len(outputs) if by_index else len(batch[0].outputs)
@@ -272,14 +275,12 @@ class Worker:
                 self._complete(request, SHMSTORE_EMODEL, message)
             return
 
-        outputs = [output.detach() for output in outputs]
-        if any(output.device.type != "cpu" for output in outputs):
-            outputs = [output.cpu() for output in outputs]
+        outputs = [_host_array(output) for output in outputs]
 
         if len(batch) > 1:
             total_rows = sum(request.rows for request in batch)
             for position, output in enumerate(outputs):
-                first = int(output.shape[0]) if output.dim() > 0 else None
+                first = int(output.shape[0]) if output.ndim > 0 else None
                 if first == total_rows:
                     continue
                 sizes = ", ".join(str(request.rows) for request in batch)
@@ -301,8 +302,6 @@ class Worker:
             self._store_outputs(request, pieces)
 
     def _store_outputs(self, request: PendingRequest, pieces: List[Any]) -> None:
-        import torch
-
         names = request.outputs
         if request.function == blob.OUTPUTS_BY_INDEX:
             prefix = request.outputs[0]
@@ -322,8 +321,6 @@ class Worker:
         self._complete(request, 0, "")
 
     def _run_script(self, loaded: LoadedModel, request: PendingRequest) -> None:
-        import torch
-
         if not self._load_inputs(request):
             return
         try:
@@ -337,14 +334,13 @@ class Worker:
         request.started_ns = time.monotonic_ns()
         try:
             inputs = self._batch_inputs([request], loaded.device)
-            with torch.inference_mode():
-                result = function(*inputs)
+            result = function(*inputs)
         except Exception as error:  # Any script failure is the request's error.
             self._fail_model(loaded, request, error)
             return
         self._model_stats(loaded.key).record_batch(max(request.rows, 1),
                                                    time.perf_counter() - started)
-        self.segment.count(self.index, 0, 1)
+        self.batches_uncounted += 1
         self._deliver(loaded, [request], result)
 
     def _fail_model(self, loaded: LoadedModel, request: PendingRequest,
@@ -374,7 +370,7 @@ class Worker:
         started_ns = request.started_ns or time.monotonic_ns()
         queue_wait_s = max(0, started_ns - request.submitted_ns) / 1e9
         self._model_stats(request.key).record_request(queue_wait_s, failed=code != 0)
-        self.segment.count(self.index, 1, 0)
+        self.requests_uncounted += 1
 
     def _model_stats(self, key: str) -> ModelStats:
         self.stats_dirty = True
@@ -389,6 +385,9 @@ class Worker:
         now = time.monotonic()
         if not idle and now - self.stats_published_at < STATS_INTERVAL_S:
             return
+        self.segment.count(self.index, self.requests_uncounted, self.batches_uncounted)
+        self.requests_uncounted = 0
+        self.batches_uncounted = 0
         try:
             self.client.put_tensor(worker_stats_key(self.index),
                                    encode_worker_stats(self.stats))
@@ -411,6 +410,20 @@ class Worker:
         except (ValueError, KeyError) as error:
             logger.warning("worker %d: ignoring unreadable earlier statistics: %s",
                            self.index, error)
+
+
+def _host_array(output: Any) -> Any:
+    """Return a model output on the host, as a numpy array (zero copy for a CPU tensor).
+
+    bfloat16 has no numpy dtype, so such outputs stay torch tensors; put_tensor stores them
+    with the bfloat16 tag.
+    """
+    output = output.detach()
+    if output.device.type != "cpu":
+        output = output.cpu()
+    if output.dtype == torch.bfloat16:
+        return output
+    return output.resolve_conj().resolve_neg().numpy()
 
 
 def _model_error_text(error: Exception) -> str:
@@ -443,9 +456,9 @@ def _die_with_parent() -> None:
 
 
 def configure_torch(threads: int) -> None:
-    import torch
-
     torch.set_num_threads(max(1, threads))
+    # Workers never train: no autograd bookkeeping, and no per-batch no_grad() context.
+    torch.set_grad_enabled(False)
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
