@@ -103,14 +103,16 @@ def measure_python(results: Results, repetitions: dict[str, int], warmup: int,
         time_case(results, MEMCPY_NUMPY, size, {"copy": (memcpy.copy, count)}, warmup)
         del memcpy
 
-        # Each case with the call count of its get.
-        cases: list[tuple[str, Any, int]] = [
-            (SHMSTORE_PYTHON, ShmstoreCase(client, tensor, "bench/python"),
+        # Each case is built only when its turn comes, so that no other case holds a copy
+        # of the tensor in a server or a segment while it is timed.
+        case_factories: list[tuple[str, Callable[[], Any], int]] = [
+            (SHMSTORE_PYTHON, lambda: ShmstoreCase(client, tensor, "bench/python"),
              zero_copy_get_count),
-            (SHARED_MEMORY, SharedMemoryCase(tensor), zero_copy_get_count),
-            (REDIS, RedisCase(connection, tensor, "bench/redis"), count),
+            (SHARED_MEMORY, lambda: SharedMemoryCase(tensor), zero_copy_get_count),
+            (REDIS, lambda: RedisCase(connection, tensor, "bench/redis"), count),
         ]
-        for implementation, case, get_count in cases:
+        for implementation, make_case, get_count in case_factories:
+            case = make_case()
             try:
                 time_case(results, implementation, size,
                           {"put": (case.put, count), "get": (case.get, get_count),
@@ -119,6 +121,7 @@ def measure_python(results: Results, repetitions: dict[str, int], warmup: int,
                 case.close()
 
     connection.close()
+    client.close()
 
 
 def measure_c(results: Results, repetitions: dict[str, int], store_name: str) -> None:
