@@ -204,6 +204,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"throughput: {columns * args.steps / elapsed:.0f} inferences/s over the whole run "
           f"({elapsed:.1f} s wall, as seen by the analysis process, which read "
           f"{observation.reads} predictions during the run)")
+    records = observation.records
+    if len(records) >= 2 and records[-1].seen_at > records[0].seen_at:
+        # The first step includes the workers' model load and warm-up, so it is left out.
+        steady_s = records[-1].seen_at - records[0].seen_at
+        steady_steps = records[-1].step - records[0].step
+        print(f"throughput after step {records[0].step}: "
+              f"{columns * steady_steps / steady_s:.0f} inferences/s "
+              f"({steady_steps} steps in {steady_s:.2f} s)")
     passed = worst <= args.rtol
     print(f"check: {args.sample} columns per rank against the model called directly from "
           f"Python: max relative difference {worst:.2e} (tolerance {args.rtol:.0e}) "
