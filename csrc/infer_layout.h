@@ -26,7 +26,9 @@
  *
  *   IDLE --client--> SUBMITTED --worker--> TAKEN --worker--> COMPLETING --> DONE
  *                        |                   |
- *                        +--client timeout---+--> ABANDONED
+ *                        | client timeout    | client timeout
+ *                        v                   v
+ *                    ABANDONED        ABANDONED_TAKEN --worker--> IDLE
  *
  *  1. The client claims the slot (owner 0 -> its pid), bumps the sequence
  *     number, writes the request body, and publishes SUBMITTED with a
@@ -37,14 +39,17 @@
  *     and message, stores DONE with a release store and rings the slot's
  *     doorbell. Only the party that won COMPLETING writes the result, so a
  *     late worker never overwrites the result of a newer request.
- *  4. A client whose timeout passes moves SUBMITTED or TAKEN -> ABANDONED and
- *     fails with -ETIMEDOUT; a worker's later CAS then fails and it drops the
- *     result. If the client finds COMPLETING, the result is moments away and
- *     it waits for DONE instead.
- *  5. The client frees the slot (owner -> 0) after DONE or ABANDONED.
+ *  4. A client whose timeout passes moves SUBMITTED -> ABANDONED, or
+ *     TAKEN -> ABANDONED_TAKEN, and fails with -ETIMEDOUT. If the client
+ *     finds COMPLETING, the result is moments away and it waits for DONE.
+ *  5. The client frees the slot (owner -> 0) after DONE or ABANDONED. After
+ *     ABANDONED_TAKEN it leaves the slot to the worker, which may still read
+ *     the body: the worker's CAS to COMPLETING fails, so it drops the result,
+ *     moves ABANDONED_TAKEN -> IDLE and frees the slot. The body therefore
+ *     never changes while a worker holds the request.
  *  6. When a worker dies, the daemon completes every slot that the dead
- *     worker holds in TAKEN or COMPLETING with SHMSTORE_EWORKER. The worker
- *     is dead, so nothing races it.
+ *     worker holds in TAKEN or COMPLETING with SHMSTORE_EWORKER, and frees
+ *     its ABANDONED_TAKEN slots. The worker is dead, so nothing races it.
  *  7. When a client dies, the daemon abandons its SUBMITTED slots and frees
  *     its slots that no worker holds.
  */
@@ -74,6 +79,7 @@ enum infer_status {
     INFER_COMPLETING = 3,
     INFER_DONE = 4,
     INFER_ABANDONED = 5,
+    INFER_ABANDONED_TAKEN = 6,         /* abandoned while a worker held it; the worker frees it */
 };
 
 /* Request kinds. */

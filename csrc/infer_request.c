@@ -179,36 +179,42 @@ static int completion_ready(void *context)
     return shm_load_acquire(&wait->header->stopping) != 0;
 }
 
-/* Gives up on our request (protocol step 4). Returns 1 when it was
- * abandoned, 0 when it is DONE (the result can be read), and waits while
- * the completer is between COMPLETING and DONE. */
-static int abandon_request(infer_segment_t *segment, infer_slot_t *slot, uint32_t sequence)
+/* Results of abandon_request(). */
+enum abandon_outcome {
+    ABANDON_DONE = 0,                  /* the request is DONE: read the result */
+    ABANDON_FREE = 1,                  /* abandoned; the client frees the slot */
+    ABANDON_LEFT_TO_WORKER = 2,        /* abandoned while taken; the worker frees the slot */
+};
+
+/* Gives up on our request (protocol steps 4 and 5). Waits while the
+ * completer is between COMPLETING and DONE. */
+static enum abandon_outcome abandon_request(infer_segment_t *segment, infer_slot_t *slot,
+                                            uint32_t sequence)
 {
     for (;;) {
         /* Acquire: pairs with the completer's release store of DONE. */
         uint64_t state = shm_load_acquire(&slot->state);
         uint32_t status = infer_state_status(state);
-        if (infer_state_sequence(state) != sequence)
-            return 1;
         if (status == INFER_DONE)
-            return 0;
+            return ABANDON_DONE;
         if (status == INFER_ABANDONED)
-            return 1;
+            return ABANDON_FREE;
         if (status == INFER_COMPLETING) {
             /* The completer writes a result of at most INFER_ERROR_BYTES and
-             * stores DONE; a dead worker's COMPLETING is finished by the
-             * daemon, and a dead daemon ends the wait. */
+             * stores DONE. The daemon finishes a dead worker's COMPLETING, and
+             * a dead daemon ends the wait. */
             if (!infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS))
-                return 1;
+                return ABANDON_LEFT_TO_WORKER;
             pause_ns(RETRY_PAUSE_NS);
             continue;
         }
-        uint64_t abandoned = infer_state_pack(sequence, infer_state_worker(state),
-                                              INFER_ABANDONED);
+
+        uint32_t target = status == INFER_TAKEN ? INFER_ABANDONED_TAKEN : INFER_ABANDONED;
+        uint64_t abandoned = infer_state_pack(sequence, infer_state_worker(state), target);
         /* acq_rel: orders against the worker's CAS on the same word; exactly
          * one of the two moves succeeds. */
         if (shm_cas_acq_rel(&slot->state, &state, abandoned))
-            return 1;
+            return target == INFER_ABANDONED ? ABANDON_FREE : ABANDON_LEFT_TO_WORKER;
     }
 }
 
@@ -261,9 +267,10 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     if (result != 0)
         return result;
     infer_slot_t *slot = &segment->slots[index];
+    int keep_slot = 0;                 /* 1: a worker frees the slot (ABANDONED_TAKEN) */
 
     /* Relaxed: we own the slot and its state is DONE, ABANDONED or IDLE,
-     * which nobody else changes. */
+     * which no other party changes. */
     uint64_t state = shm_load_relaxed(&slot->state);
     uint32_t sequence = infer_state_sequence(state) + 1;
     if (sequence == 0)
@@ -285,7 +292,8 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     infer_ticket_t ticket = {.slot = index, .sequence = sequence};
     result = push_ticket(segment, ticket, deadline_ns);
     if (result != 0) {
-        if (abandon_request(segment, slot, sequence) == 0) {
+        /* Nothing was queued, so no worker can hold the request. */
+        if (abandon_request(segment, slot, sequence) == ABANDON_DONE) {
             result = 0;
             goto read_result;
         }
@@ -319,8 +327,10 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
 
         int daemon_alive = infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS);
         if (result == -EINTR || !daemon_alive || deadline_ns <= shm_monotonic_ns()) {
-            if (abandon_request(segment, slot, sequence) == 0)
+            enum abandon_outcome outcome = abandon_request(segment, slot, sequence);
+            if (outcome == ABANDON_DONE)
                 goto read_result;
+            keep_slot = outcome == ABANDON_LEFT_TO_WORKER;
             if (result == -EINTR) {
                 format_message(message, message_bytes,
                                "a signal interrupted the wait for '%s'; request abandoned",
@@ -354,7 +364,8 @@ read_result:
 release:
     /* Release: pairs with the acquire CAS of the next owner in claim_slot(),
      * ordering our reads of the slot before its writes. */
-    shm_store_release(&slot->owner, 0);
+    if (!keep_slot)
+        shm_store_release(&slot->owner, 0);
     return result;
 }
 
@@ -386,9 +397,10 @@ static int queue_ready(void *context)
     return shm_mpmc_size_approx(segment->queue) > 0;
 }
 
-/* Copies the body of a request this worker just took (protocol step 2),
- * then checks that the client did not abandon it during the copy. */
-static int copy_taken(infer_slot_t *slot, uint64_t taken_state, infer_taken_t *out)
+/* Copies the body of a request this worker just took (protocol step 2).
+ * The client does not change the body while a worker holds the request,
+ * even if it abandons it (step 5). */
+static void copy_taken(const infer_slot_t *slot, infer_taken_t *out)
 {
     out->submitted_ns = slot->submitted_ns;
     out->deadline_ns = slot->deadline_ns;
@@ -399,12 +411,6 @@ static int copy_taken(infer_slot_t *slot, uint64_t taken_state, infer_taken_t *o
     if (out->body_bytes > INFER_BODY_BYTES)
         out->body_bytes = INFER_BODY_BYTES;
     memcpy(out->body, slot->body, out->body_bytes);
-
-    /* Acquire fence: the copy above happens before the re-check below. A
-     * client rewrites the body only after it abandoned this sequence
-     * number, so an unchanged state means the copy is not torn. */
-    shm_fence_acquire();
-    return shm_load_relaxed(&slot->state) == taken_state;
 }
 
 int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
@@ -431,8 +437,7 @@ int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_
              * ticket is stale: abandoned, or the slot moved on. */
             if (!shm_cas_acq_rel(&slot->state, &expected, taken))
                 continue;
-            if (!copy_taken(slot, taken, out))
-                continue;
+            copy_taken(slot, out);
             out->slot = ticket.slot;
             out->sequence = ticket.sequence;
             return 0;
@@ -465,8 +470,17 @@ int infer_worker_complete(infer_segment_t *segment, uint32_t index, uint32_t slo
     /* acq_rel: against the client's abandoning CAS on the same word; only
      * the winner of COMPLETING writes the result. */
     if (!shm_cas_acq_rel(&slot->state, &expected,
-                         infer_state_pack(sequence, index, INFER_COMPLETING)))
+                         infer_state_pack(sequence, index, INFER_COMPLETING))) {
+        if (expected == infer_state_pack(sequence, index, INFER_ABANDONED_TAKEN)) {
+            /* The client gave up and left the slot to us (protocol step 5).
+             * Relaxed: only we change an ABANDONED_TAKEN of our index, and
+             * the release store of owner below publishes it. */
+            shm_store_relaxed(&slot->state, infer_state_pack(sequence, index, INFER_IDLE));
+            /* Release: pairs with the acquire CAS of the next owner. */
+            shm_store_release(&slot->owner, 0);
+        }
         return -ESTALE;
+    }
 
     slot->result = result;
     snprintf(slot->error, sizeof(slot->error), "%s", message ? message : "");
@@ -490,27 +504,35 @@ void infer_worker_count(infer_segment_t *segment, uint32_t index, uint64_t reque
 /* ---- daemon side ------------------------------------------------------------ */
 
 /* Protocol step 6. */
-int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t pid,
-                             infer_failed_callback callback, void *context)
+/* Finishes one slot of dead worker index (protocol step 6). Returns 1 when
+ * it failed a request, 0 otherwise. */
+static int fail_worker_slot(infer_slot_t *slot, uint32_t index, int32_t pid,
+                            infer_failed_callback callback, void *context)
 {
-    if (index >= INFER_MAX_WORKERS)
-        return -EINVAL;
-    int failed = 0;
-
-    for (uint32_t i = 0; i < segment->header->slot_count; i++) {
-        infer_slot_t *slot = &segment->slots[i];
+    for (;;) {
         /* Acquire: pairs with the worker's CAS to TAKEN, after which the body
          * is the client's finished request. */
         uint64_t state = shm_load_acquire(&slot->state);
         uint32_t status = infer_state_status(state);
-        if (infer_state_worker(state) != index ||
-            (status != INFER_TAKEN && status != INFER_COMPLETING))
-            continue;
-
         uint32_t sequence = infer_state_sequence(state);
+        if (infer_state_worker(state) != index)
+            return 0;
+
+        if (status == INFER_ABANDONED_TAKEN) {
+            /* The client gave up, and the dead worker would have freed the
+             * slot. Relaxed: published by the release store of owner. */
+            shm_store_relaxed(&slot->state, infer_state_pack(sequence, index, INFER_IDLE));
+            /* Release: pairs with the acquire CAS of the next owner. */
+            shm_store_release(&slot->owner, 0);
+            return 0;
+        }
+        if (status != INFER_TAKEN && status != INFER_COMPLETING)
+            return 0;
+
         uint64_t completing = infer_state_pack(sequence, index, INFER_COMPLETING);
-        /* acq_rel: against the client's abandoning CAS; a COMPLETING left by
-         * the dead worker is ours to finish, nobody else touches it. */
+        /* acq_rel: against the client's abandoning CAS; when the client wins,
+         * look at the slot again. A COMPLETING left by the dead worker is
+         * ours to finish, because no other party touches it. */
         if (status == INFER_TAKEN && !shm_cas_acq_rel(&slot->state, &state, completing))
             continue;
 
@@ -527,8 +549,19 @@ int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t p
         /* Release: pairs with the client's acquire load of DONE. */
         shm_store_release(&slot->state, infer_state_pack(sequence, index, INFER_DONE));
         shm_doorbell_ring(&slot->done);
-        failed++;
+        return 1;
     }
+}
+
+int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t pid,
+                             infer_failed_callback callback, void *context)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+
+    int failed = 0;
+    for (uint32_t i = 0; i < segment->header->slot_count; i++)
+        failed += fail_worker_slot(&segment->slots[i], index, pid, callback, context);
 
     infer_worker_entry_t *entry = &segment->workers[index];
     /* Relaxed: the worker is dead; status readers tolerate a stale pid. */
@@ -561,7 +594,8 @@ int infer_daemon_reclaim_clients(infer_segment_t *segment)
         /* Acquire: pairs with the release stores of SUBMITTED and DONE. */
         uint64_t state = shm_load_acquire(&slot->state);
         uint32_t status = infer_state_status(state);
-        if (status == INFER_TAKEN || status == INFER_COMPLETING)
+        if (status == INFER_TAKEN || status == INFER_COMPLETING ||
+            status == INFER_ABANDONED_TAKEN)
             continue;
         if (status == INFER_SUBMITTED) {
             uint64_t abandoned =
