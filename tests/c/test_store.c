@@ -452,6 +452,50 @@ static void test_stats_and_events(void)
     CHECK(shmstore_stats("no-such-store-for-test", &stats, NULL, 0) == SHMSTORE_ENOSTORE);
 }
 
+/* A store with two client slots: a third client is rejected until a
+ * slot is freed, and an open put left at disconnect is reclaimed. */
+static void test_client_slots(void)
+{
+    char small[80];
+    snprintf(small, sizeof small, "slots-%d", (int)getpid());
+    shmstore_daemon_config_t config = {.memory_bytes = 1u << 20, .max_clients = 2};
+    shmstore_daemon_t *daemon = NULL;
+    CHECK_OK(shmstore_daemon_create(small, &config, &daemon));
+
+    shmstore_client_t *first = NULL;
+    shmstore_client_t *second = NULL;
+    shmstore_client_t *third = NULL;
+    CHECK_OK(shmstore_connect(small, &first));
+    CHECK_OK(shmstore_connect(small, &second));
+    CHECK(shmstore_connect(small, &third) == SHMSTORE_EFULL);
+    CHECK(strstr(shmstore_error_detail(), "all 2 client slots") != NULL);
+
+    void *data = NULL;
+    uint64_t token = 0;
+    int64_t dims[1] = {1000};
+    CHECK_OK(shmstore_put_begin(second, "never", SHMSTORE_UINT8, 1, dims, SHMSTORE_ORDER_C,
+                                &data, &token));
+    CHECK_OK(shmstore_disconnect(second));
+
+    /* The slot is free only once the daemon has seen the client leave. */
+    shmstore_event_t events[8];
+    int count = shmstore_daemon_poll(daemon, 100, events, 8);
+    CHECK(count == 3);
+    CHECK(events[2].kind == SHMSTORE_EVENT_DETACH);
+    CHECK(events[2].bytes >= 1000);
+
+    shmstore_stats_t stats;
+    CHECK_OK(shmstore_stats(small, &stats, NULL, 0));
+    CHECK(stats.used_bytes == 0);
+    CHECK(stats.client_count == 1);
+
+    CHECK_OK(shmstore_connect(small, &third));
+    CHECK(shmstore_exists(third, "never") == 0);
+    CHECK_OK(shmstore_disconnect(third));
+    CHECK_OK(shmstore_disconnect(first));
+    CHECK_OK(shmstore_daemon_destroy(daemon));
+}
+
 static void test_second_daemon_and_missing_store(void)
 {
     shmstore_daemon_config_t config = {.memory_bytes = 1u << 20};
@@ -513,6 +557,7 @@ int main(void)
     test_out_of_memory();
     test_disconnect_with_live_view();
     test_stats_and_events();
+    test_client_slots();
     test_second_daemon_and_missing_store();
     test_lost_after_destroy();
 
