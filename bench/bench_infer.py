@@ -273,8 +273,13 @@ def measure_raw(model_path: Path, batch_rows: int, threads: int,
     x = torch.randn(max(1, batch_rows), 4)
     timings = []
     with torch.inference_mode():
-        for _ in range(5):
+        # TorchScript's profiling executor specialises a graph for the shapes it has seen
+        # over its first calls, so warm up well past them before timing.
+        warmup_end = time.monotonic() + 0.2
+        calls = 0
+        while calls < 20 or time.monotonic() < warmup_end:
             model(x.clone())
+            calls += 1
         deadline = time.monotonic() + min_seconds
         while time.monotonic() < deadline or len(timings) < 20:
             data = x.clone()  # the workers copy the batch out of the store too

@@ -22,7 +22,7 @@
 
 /* How often a waiting party tests whether the daemon still lives. */
 #define LIVENESS_INTERVAL_NS (100LL * 1000 * 1000)
-/* Longest single sleep of a waiting party, so that it tests liveness and
+/* Maximum single sleep of a waiting party, so that it tests liveness and
  * its deadline at least this often. */
 #define WAIT_SLICE_NS (100LL * 1000 * 1000)
 /* Pause between scans when every slot is busy or the queue is full. */
@@ -433,8 +433,8 @@ int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_
             uint64_t expected = infer_state_pack(ticket.sequence, 0, INFER_SUBMITTED);
             uint64_t taken = infer_state_pack(ticket.sequence, index, INFER_TAKEN);
             /* acq_rel: the acquire pairs with the client's release store of
-             * SUBMITTED (the body is then visible); a failure means the
-             * ticket is stale: abandoned, or the slot moved on. */
+             * SUBMITTED, so the body is then visible. A failure means that
+             * the ticket is stale, because the request was abandoned. */
             if (!shm_cas_acq_rel(&slot->state, &expected, taken))
                 continue;
             copy_taken(slot, out);

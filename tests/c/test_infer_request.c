@@ -73,7 +73,8 @@ static void *worker_main(void *argument)
             continue;
         CHECK(result == 0);
         CHECK(taken->kind == INFER_KIND_MODEL);
-        CHECK(taken->n_inputs == 1 && taken->n_outputs == 1);
+        CHECK(taken->n_inputs == 1);
+        CHECK(taken->n_outputs == 1);
 
         /* Body: key "model", function "", input "n=<number>", output "out". */
         const char *key = taken->body;
