@@ -68,6 +68,19 @@ def describe_machine() -> str:
     return f"{model}, {os.cpu_count()} CPUs"
 
 
+def describe_redis_client() -> str:
+    """Return the redis-py version and which reply parser it uses."""
+    import redis
+    from redis.connection import DefaultParser
+
+    if "hiredis" in DefaultParser.__name__.lower():
+        import hiredis
+
+        return f"redis-py {redis.__version__} with hiredis {hiredis.__version__}"
+    return (f"redis-py {redis.__version__} WITHOUT hiredis, so Redis is measured with the "
+            "slower pure-Python parser (pip install hiredis)")
+
+
 def time_case(results: Results, implementation: str, size: str,
               operations: dict[str, tuple[Callable[[], object], int]], warmup: int) -> None:
     """Time every operation of one case and record it under results.
@@ -283,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"shmstore data-path benchmark, {'quick' if arguments.quick else 'full'} run")
     print(f"Machine: {describe_machine()}")
     print(f"Python {platform.python_version()}, numpy {np.__version__}, "
-          f"redis-server {redis_version}")
+          f"redis-server {redis_version}, {describe_redis_client()}")
     print("Calls timed per case: " + ", ".join(f"{size} x{count}"
                                                for size, count in repetitions.items())
 )
