@@ -166,6 +166,39 @@ def test_timeout_from_environment(one_worker, slow_rounds):
     time.sleep(2.2)
 
 
+@pytest.mark.timeout(120)
+def test_ctrl_c_interrupts_run_model(one_worker, slow_rounds):
+    with shmstore.Client(one_worker.name) as client:
+        client.set_model("slow-interrupt", torch.jit.script(Slow(1.0)))
+        client.put_tensor("slow-interrupt-in", slow_input(3 * slow_rounds))
+    code = textwrap.dedent("""
+        import sys, time, shmstore
+        client = shmstore.Client(sys.argv[1])
+        print("running", flush=True)
+        started = time.monotonic()
+        try:
+            client.run_model("slow-interrupt", ["slow-interrupt-in"], ["slow-interrupt-out"],
+                             timeout_ms=60000)
+            print("completed")
+        except KeyboardInterrupt:
+            print("interrupted", round(time.monotonic() - started, 3))
+    """)
+    process = subprocess.Popen([sys.executable, "-c", code, one_worker.name],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == "running"
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 0, stderr
+    kind, seconds = stdout.split()
+    assert kind == "interrupted"
+    assert float(seconds) < 2.0
+    # Let the worker finish the abandoned request before the next test uses it.
+    time.sleep(3.2)
+
+
 # ---- model replacement and batches that cannot be split ---------------------------------------
 
 @pytest.mark.timeout(120)

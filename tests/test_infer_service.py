@@ -344,6 +344,17 @@ def test_errors_per_request(client):
 
 
 @pytest.mark.timeout(60)
+def test_gpu_model_without_gpu(client):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU, so a GPU model runs")
+    client.set_model("on-gpu", torch.jit.script(RowModel()), device="GPU")
+    client.put_tensor("gpu-in", np.ones((1, 4), dtype=np.float32))
+
+    with pytest.raises(ModelError, match="set for device GPU, but this worker sees no GPU"):
+        client.run_model("on-gpu", ["gpu-in"], ["gpu-out"])
+
+
+@pytest.mark.timeout(60)
 def test_two_outputs_one_key_fails_fast(client):
     client.set_model("two-one", torch.jit.script(TwoOutputs()), batch_size=8)
     client.put_tensor("two-one-in", np.ones((1, 2), dtype=np.float32))

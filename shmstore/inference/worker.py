@@ -256,6 +256,8 @@ class Worker:
                 # write into their input (the ML-EKE model does).
                 tensor = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()
             else:
+                # NOTE: this GPU branch has run only in review, never in a test: the
+                # development machine has no GPU.
                 host = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
                 tensor = host.to(device)
             inputs.append(tensor)
