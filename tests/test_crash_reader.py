@@ -60,7 +60,8 @@ def test_killed_reader_pin_reclaimed(daemon, change):
             reader.communicate(timeout=10)
 
         assert wait_until(lambda: used_bytes(daemon.name) <= expected_after, timeout_s=5)
-        assert f"pid {reader.pid} died" in daemon.log_text()
+        # The daemon logs the reclaim just after it happens, so wait for the line too.
+        assert wait_until(lambda: f"pid {reader.pid} died" in daemon.log_text(), timeout_s=5)
         if change == "delete":
             assert wait_until(lambda: used_bytes(daemon.name) == baseline, timeout_s=5)
 

@@ -47,7 +47,8 @@ def test_killed_writer_leaks_nothing(daemon):
     assert wait_until(lambda: used_bytes(daemon.name) == baseline, timeout_s=5)
     with shmstore.Client(daemon.name) as client:
         assert not client.tensor_exists("half")
-    assert f"pid {writer.pid} died" in daemon.log_text()
+    # The daemon logs the reclaim just after it happens, so wait for the line too.
+    assert wait_until(lambda: f"pid {writer.pid} died" in daemon.log_text(), timeout_s=5)
 
 
 @pytest.mark.timeout(60)
