@@ -43,4 +43,5 @@ def test_sigint_interrupts_poll(store, interval_ms):
 
     assert poller.returncode == 3, stderr
     assert stdout.strip() == "KeyboardInterrupt"
-    assert elapsed < 1.0
+    # About 50 ms to notice the signal; the rest is process exit on a loaded machine.
+    assert elapsed < 2.0

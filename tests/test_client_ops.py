@@ -81,7 +81,8 @@ def test_poll_finds_late_key(store):
             timer.join()
 
     assert found
-    assert 0.2 < elapsed < 1.5
+    # Upper bounds leave room for a loaded 2-core machine.
+    assert 0.2 < elapsed < 5.0
 
 
 @pytest.mark.timeout(60)
@@ -91,7 +92,7 @@ def test_poll_gives_up(client):
     elapsed = time.monotonic() - started
 
     assert not found
-    assert 0.1 <= elapsed < 1.0
+    assert 0.1 <= elapsed < 3.0
 
 
 @pytest.mark.timeout(60)

@@ -81,7 +81,7 @@ def test_view_survives_while_reader_alive(daemon):
             reader.communicate(timeout=10)
 
         # The daemon clears only the dead reader's pin, never this process's.
-        wait_until(lambda: f"pid {reader.pid} died" in daemon.log_text(), timeout_s=5)
+        assert wait_until(lambda: f"pid {reader.pid} died" in daemon.log_text(), timeout_s=5)
         assert np.array_equal(view, field)
 
 
