@@ -276,6 +276,7 @@ cdef class View:
 
     def __getbuffer__(self, Py_buffer *buffer, int flags):
         cdef bint f_layout = self.view.order == c.SHMSTORE_ORDER_F and self.view.ndim > 1
+        cdef bint c_layout = self.view.order == c.SHMSTORE_ORDER_C and self.view.ndim > 1
 
         if not self.pinned:
             raise BufferError(f"view of {self.key!r} was released")
@@ -286,6 +287,8 @@ cdef class View:
                 f"tensor {self.key!r} is in Fortran order; request strides to use it")
         if f_layout and (flags & PyBUF_C_CONTIGUOUS) == PyBUF_C_CONTIGUOUS:
             raise BufferError(f"tensor {self.key!r} is in Fortran order, not C order")
+        if c_layout and (flags & PyBUF_F_CONTIGUOUS) == PyBUF_F_CONTIGUOUS:
+            raise BufferError(f"tensor {self.key!r} is in C order, not Fortran order")
 
         # A zero-sized tensor may have no data pointer; consumers want a non-NULL one.
         buffer.buf = <void *>self.view.data if self.view.data != NULL else <void *>self
