@@ -122,8 +122,10 @@ def run_status(arguments: argparse.Namespace) -> int:
     try:
         stats = store_stats(arguments.name)
     except ShmstoreError as error:
-        print(f"shmstore: error: cannot read store {arguments.name!r}: {error}. Start it with "
-              f"`shmstore serve --name {arguments.name} --memory SIZE`.", file=sys.stderr)
+        reason = error.detail or str(error)
+        print(f"shmstore: error: cannot read store {arguments.name!r}: {reason}\n"
+              f"shmstore: start it with `shmstore serve --name {arguments.name} --memory SIZE`",
+              file=sys.stderr)
         return 1
     print(format_status(arguments.name, stats))
 
