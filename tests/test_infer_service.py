@@ -290,6 +290,11 @@ def test_model_storage_calls(client):
     x = torch.ones(2, 4)
     assert torch.equal(loaded(x), model(x))
 
+    with pytest.raises(shmstore.errors.InvalidArgumentError, match="invalid device"):
+        client.set_model("stored-bad", model, device="TPU")
+    with pytest.raises(ValueError, match="min_batch_size=4 exceeds batch_size=2"):
+        client.set_model("stored-bad", model, batch_size=2, min_batch_size=4)
+
     client.delete_model("stored")
     assert not client.model_exists("stored")
     with pytest.raises(KeyNotFoundError):

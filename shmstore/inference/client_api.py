@@ -8,6 +8,7 @@ the first request.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import os
@@ -98,9 +99,14 @@ class InferenceClientMixin:
         Storing again under key switches new requests to the new model.
         """
         del inputs, outputs
-        data = blob.encode(blob.KIND_MODEL, _model_bytes(model), backend, device, batch_size,
-                           min_batch_size, min_batch_timeout, tag)
-        self.put_tensor(blob.internal_key(blob.KIND_MODEL, key), data)
+        try:
+            data = blob.encode(blob.KIND_MODEL, _model_bytes(model), backend, device,
+                               batch_size, min_batch_size, min_batch_timeout, tag)
+            internal = blob.internal_key(blob.KIND_MODEL, key)
+        except ValueError as error:
+            # InvalidArgumentError is both a ShmstoreError and a ValueError.
+            raise make_error(-errno.EINVAL, f"set_model({key!r})", str(error), "") from None
+        self.put_tensor(internal, data)
 
     def set_model_from_file(self, key: str, model_file: Union[str, os.PathLike],
                             backend: str = "TORCH", device: str = "CPU", batch_size: int = 0,
@@ -194,8 +200,12 @@ class InferenceClientMixin:
         if not isinstance(script, str):
             raise TypeError(f"script must be TorchScript source code (str), not "
                             f"{type(script).__name__}")
-        data = blob.encode(blob.KIND_SCRIPT, script.encode("utf-8"), "TORCH", device)
-        self.put_tensor(blob.internal_key(blob.KIND_SCRIPT, key), data)
+        try:
+            data = blob.encode(blob.KIND_SCRIPT, script.encode("utf-8"), "TORCH", device)
+            internal = blob.internal_key(blob.KIND_SCRIPT, key)
+        except ValueError as error:
+            raise make_error(-errno.EINVAL, f"set_script({key!r})", str(error), "") from None
+        self.put_tensor(internal, data)
 
     def set_script_from_file(self, key: str, script_file: Union[str, os.PathLike],
                              device: str = "CPU") -> None:
