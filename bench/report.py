@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
 from typing import Any, Callable
 
@@ -275,7 +276,13 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def exit_on_sigterm(signal_number: int, frame: object) -> None:
+    """Turn SIGTERM into SystemExit, so that the servers are stopped on the way out."""
+    sys.exit(128 + signal_number)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     arguments = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO if arguments.verbose else logging.WARNING,
                         format="%(name)s: %(message)s")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -17,21 +19,36 @@ IMPLEMENTATIONS = ["shmstore Python", "shmstore C", "Redis", "shared_memory",
 SIZES = ["8 KiB", "1 MiB", "64 MiB"]
 
 
+def stop_process_group(process: subprocess.Popen) -> None:
+    """Stop a report that is still running: SIGTERM lets it stop its servers, SIGKILL follows."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # every process of the group has exited already
+    process.wait()
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(shutil.which("redis-server") is None,
                     reason="redis-server is not installed (apt-get install -y redis-server)")
-def test_report_quick_run(tmp_path: "os.PathLike[str]") -> None:
-    json_path = os.path.join(tmp_path, "report.json")
+def test_report_quick_run(tmp_path: pathlib.Path) -> None:
+    json_path = tmp_path / "report.json"
+    # A session of its own puts the report, its redis-server and its shmstore daemon in one
+    # process group, so that a report that hangs can be stopped with everything it started.
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.report", "--quick", "--json", json_path],
+        [sys.executable, "-m", "bench.report", "--quick", "--json", str(json_path)],
         cwd=REPOSITORY_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True)
+        stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         output, _ = process.communicate(timeout=200)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            stop_process_group(process)
 
     assert process.returncode == 0, output
     assert "Performance bars" in output
