@@ -4,9 +4,10 @@ NOTE [daemon start-up and shutdown]
 Start-up:
   1. check that /dev/shm has room for the arena (the C library checks again when it reserves
      the memory with posix_fallocate);
-  2. create the segments (shmstore_daemon_create); this removes segments of a dead daemon of
-     the same name and fails with StoreBusyError when a live daemon holds the name;
-  3. install the SIGINT and SIGTERM handlers;
+  2. install the SIGINT and SIGTERM handlers, which only record the signal, so that a signal
+     that arrives from here on leads to the clean shutdown below;
+  3. create the segments (shmstore_daemon_create); this removes segments of a dead daemon of
+     the same name and fails with StoreBusyError when a live daemon owns the name;
   4. start the inference workers (start_inference_workers), when --workers is given;
   5. log "ready name=NAME pid=PID"; from here on clients may attach.
 Serving: shmstore_daemon_poll in a loop, 100 ms per round, with the GIL released. Each round
@@ -131,28 +132,33 @@ def serve(options: ServeOptions) -> int:
         logger.error("cannot start store %r: %s", options.name, space_error)
         return 1
 
-    try:
-        daemon = _core.Daemon(options.name, options.memory_bytes, options.max_clients,
-                              options.max_keys)
-    except ShmstoreError as error:
-        logger.error("cannot start store %r: %s", options.name, error)
-        return 1
-
     stop_signals: List[int] = []
 
     def request_stop(signum: int, frame: Optional[types.FrameType]) -> None:
         del frame
         stop_signals.append(signum)
 
+    # The handlers go in before the segments exist: a SIGTERM that arrived between creating
+    # them and installing the handlers would kill the process and leave the segments behind.
     previous_handlers = {
         signum: signal.signal(signum, request_stop) for signum in (signal.SIGINT, signal.SIGTERM)
     }
 
+    try:
+        daemon = _core.Daemon(options.name, options.memory_bytes, options.max_clients,
+                              options.max_keys)
+    except ShmstoreError as error:
+        logger.error("cannot start store %r: %s", options.name, error)
+        for signum, handler in previous_handlers.items():
+            signal.signal(signum, handler)
+        return 1
+
     exit_code = 0
     workers: List[Any] = []
     try:
-        workers = start_inference_workers(options)
-        logger.info("ready name=%s pid=%d", options.name, pid)
+        if not stop_signals:
+            workers = start_inference_workers(options)
+            logger.info("ready name=%s pid=%d", options.name, pid)
 
         while not stop_signals:
             for event in daemon.poll(POLL_TIMEOUT_MS):
