@@ -40,7 +40,7 @@ print("ready", flush=True)
 time.sleep(120)
 """
 
-# Longest time a client may take to notice a dead daemon, in seconds. The C library notices a
+# Maximum time a client may take to notice a dead daemon, in seconds. The C library notices a
 # stale heartbeat after 250 ms; the rest covers slow process start-up on a loaded machine.
 DETECTION_LIMIT_S = 5.0
 
