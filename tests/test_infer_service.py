@@ -250,6 +250,23 @@ def test_infer_returns_arrays(client):
 
 
 @pytest.mark.timeout(60)
+def test_bfloat16_tensors_pass_through(client):
+    class Double(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2.0
+
+    client.set_model("double", torch.jit.script(Double()), batch_size=8)
+    x = torch.arange(6, dtype=torch.float32).reshape(3, 2).to(torch.bfloat16)
+    client.put_tensor("bf16-in", x)
+
+    client.run_model("double", ["bf16-in"], ["bf16-out"])
+
+    got = client.get_tensor("bf16-out", framework="torch")
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, x * 2)
+
+
+@pytest.mark.timeout(60)
 def test_model_replacement_switches(client):
     class AddOne(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

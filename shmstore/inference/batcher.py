@@ -30,20 +30,23 @@ class PendingRequest:
     outputs: List[str]
     taken_ns: int              # CLOCK_MONOTONIC when this worker took it
     started_ns: int = 0        # CLOCK_MONOTONIC when its batch started to run; 0: not yet
-    tensors: Optional[List[Any]] = None   # zero-copy input tensors, once loaded
+    tensors: Optional[List[Any]] = None   # zero-copy input views (StoredInput), once loaded
     rows: int = 0
     signature: Optional[Tuple] = None     # None: never merged with another request
 
 
 def describe_inputs(tensors: List[Any], n_outputs: int) -> Tuple[int, Optional[Tuple]]:
-    """Return (rows, signature) of a request's input tensors; signature None: not mergeable."""
-    if not tensors or any(tensor.dim() == 0 for tensor in tensors):
+    """Return (rows, signature) of a request's input tensors; signature None: not mergeable.
+
+    tensors need .shape and .dtype_name (StoredInput in the worker).
+    """
+    if not tensors or any(len(tensor.shape) == 0 for tensor in tensors):
         return 0, None
     rows = int(tensors[0].shape[0])
     if any(int(tensor.shape[0]) != rows for tensor in tensors):
         return rows, None
     signature = (n_outputs,) + tuple(
-        (str(tensor.dtype), tuple(tensor.shape[1:])) for tensor in tensors)
+        (tensor.dtype_name, tuple(tensor.shape[1:])) for tensor in tensors)
     return rows, signature
 
 

@@ -64,6 +64,37 @@ STATS_INTERVAL_S = 0.2
 MESSAGE_LIMIT = 900
 
 
+class StoredInput:
+    """A read-only numpy view of one input tensor in the store.
+
+    bfloat16 has no numpy dtype: such a tensor is viewed as uint16 and reinterpreted when it
+    becomes a torch tensor.
+    """
+
+    __slots__ = ("array", "bfloat16")
+
+    def __init__(self, array: np.ndarray, bfloat16: bool) -> None:
+        self.array = array
+        self.bfloat16 = bfloat16
+
+    @property
+    def shape(self) -> Tuple[int, ...]:
+        return self.array.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.array.ndim
+
+    @property
+    def dtype_name(self) -> str:
+        return "bfloat16" if self.bfloat16 else str(self.array.dtype)
+
+    def as_torch(self, host: np.ndarray) -> Any:
+        """Return host (an array of this input's dtype) as a torch tensor, no copy."""
+        tensor = torch.from_numpy(host)
+        return tensor.view(torch.bfloat16) if self.bfloat16 else tensor
+
+
 class Worker:
     """One worker process's state; run() is the loop of NOTE [worker life cycle]."""
 
@@ -189,7 +220,7 @@ class Worker:
         tensors = []
         for name in request.inputs:
             try:
-                tensors.append(self._input_tensor(name))
+                tensors.append(self._input_array(name))
             except ShmstoreError as error:
                 code = error.code or SHMSTORE_ENOKEY
                 self._complete(request, code,
@@ -201,21 +232,14 @@ class Worker:
             request.rows, signature = describe_inputs(tensors, len(request.outputs))
             # Requests that name their outputs differently (by key, or by index) never merge.
             request.signature = None if signature is None else (request.function,) + signature
-        elif tensors and tensors[0].dim() > 0:
+        elif tensors and tensors[0].ndim > 0:
             request.rows = int(tensors[0].shape[0])
         return True
 
-    def _input_tensor(self, name: str) -> Any:
-        """Return a zero-copy torch tensor over the stored tensor name.
-
-        Like get_tensor(framework="torch"), without its per-call warnings filter: the
-        worker filters the read-only warning once, in configure_torch.
-        """
+    def _input_array(self, name: str) -> "StoredInput":
+        """Return a zero-copy, read-only numpy view of the stored tensor name."""
         view = self.client.get_view(name)
-        tensor = torch.from_numpy(np.asarray(view))
-        if view.dtype_code == BFLOAT16_CODE:
-            tensor = tensor.view(torch.bfloat16)
-        return tensor
+        return StoredInput(np.asarray(view), view.dtype_code == BFLOAT16_CODE)
 
     # ---- running -----------------------------------------------------------------------
 
@@ -254,12 +278,19 @@ class Worker:
             if device.type == "cpu":
                 # A copy even for one piece: the arena view is read-only, and models may
                 # write into their input (the ML-EKE model does).
-                tensor = torch.cat(pieces) if len(pieces) > 1 else pieces[0].clone()
+                if len(pieces) > 1:
+                    host = np.concatenate([piece.array for piece in pieces])
+                else:
+                    host = np.array(pieces[0].array, order="C")
+                tensor = pieces[0].as_torch(host)
             else:
                 # NOTE: this GPU branch has run only in review, never in a test: the
                 # development machine has no GPU.
-                host = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-                tensor = host.to(device)
+                if len(pieces) > 1:
+                    host = np.concatenate([piece.array for piece in pieces])
+                else:
+                    host = pieces[0].array
+                tensor = pieces[0].as_torch(host).to(device)
             inputs.append(tensor)
         return inputs
 
@@ -349,8 +380,8 @@ class Worker:
                     error: Exception) -> None:
         text = _model_error_text(error)
         what = "script" if request.kind == blob.KIND_SCRIPT else "model"
-        shapes = ", ".join(f"{tuple(tensor.shape)} {str(tensor.dtype).replace('torch.', '')}"
-                           for tensor in request.tensors or [])
+        shapes = ", ".join(f"{tuple(stored.shape)} {stored.dtype_name}"
+                           for stored in request.tensors or [])
         self._complete(request, SHMSTORE_EMODEL,
                        f"{what} {loaded.key!r} failed on inputs [{shapes}]: "
                        f"{type(error).__name__}: {text}")
