@@ -137,8 +137,8 @@ def run_clients(code: str, store: str, count: int, seed: int, timeout: float = 1
 
 # ---- results -----------------------------------------------------------------------------------
 
-# Client processes import numpy and shmstore only (no torch, which takes seconds to import);
-# they send their outputs back, and the test compares them with the model run directly.
+# Client processes import numpy and shmstore only, because torch takes seconds to import. They
+# send their outputs back, and the test compares them with the model run directly.
 EKE_CLIENT = textwrap.dedent("""
     import json, sys
     import numpy as np
@@ -208,8 +208,8 @@ def test_batched_rows_match_alone(client, served, seed):
     results = run_clients(ROW_CLIENT, served.name, count=8, seed=seed,
                           extra_args=[str(ROW_REQUESTS)])
 
-    # Each response equals the model run on that request alone; the checksums of all
-    # responses and of all direct runs agree (inputs drawn again from the same seeds).
+    # Each response equals the model run on that request alone. The checksums of all
+    # responses and of all direct runs agree, with the inputs drawn again from the same seeds.
     got_checksum = 0.0
     expected_checksum = 0.0
     for number, result in enumerate(results):
