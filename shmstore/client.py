@@ -17,6 +17,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from shmstore import _core
+from shmstore.inference.blob import INTERNAL_PREFIX
 from shmstore.inference.client_api import InferenceClientMixin
 
 logger = logging.getLogger("shmstore.client")
@@ -239,8 +240,15 @@ class Client(InferenceClientMixin):
         return self._core.poll(key, poll_frequency_ms, num_tries)
 
     def keys(self, pattern: str = "*") -> List[str]:
-        """Return the keys matching the fnmatch(3) glob pattern."""
-        return self._core.keys(pattern)
+        """Return the keys matching the fnmatch(3) glob pattern.
+
+        Keys under "__shmstore__/" (stored models and scripts, worker statistics) are
+        internal: they are listed only when pattern itself starts with that prefix.
+        """
+        found = self._core.keys(pattern)
+        if pattern.startswith(INTERNAL_PREFIX):
+            return found
+        return [key for key in found if not key.startswith(INTERNAL_PREFIX)]
 
 
 def _numpy_to_torch(array: np.ndarray, is_bfloat16: bool) -> Any:

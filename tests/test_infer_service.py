@@ -303,6 +303,8 @@ def test_model_storage_calls(client):
             settings["min_batch_timeout"]) == (32, 4, 3)
     assert settings["tag"] == "v7"
     assert "stored" not in client.keys()
+    assert not [key for key in client.keys() if key.startswith("__shmstore__/")]
+    assert "__shmstore__/model/stored" in client.keys("__shmstore__/model/*")
     loaded = torch.jit.load(__import__("io").BytesIO(client.get_model("stored")))
     x = torch.ones(2, 4)
     assert torch.equal(loaded(x), model(x))
