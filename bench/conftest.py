@@ -12,7 +12,7 @@ from bench.store_daemon import StoreDaemon
 
 @pytest.fixture(scope="session")
 def store_daemon() -> Iterator[StoreDaemon]:
-    with StoreDaemon(memory="1G") as daemon:
+    with StoreDaemon(memory="512M") as daemon:
         yield daemon
 
 

@@ -43,7 +43,7 @@ class StoreDaemon:
     SIGTERM and its segments are checked to be gone.
     """
 
-    def __init__(self, memory: str = "1G", start_timeout_s: float = 15.0) -> None:
+    def __init__(self, memory: str = "512M", start_timeout_s: float = 15.0) -> None:
         self.name = f"bench-{os.getpid()}"
         self.memory = memory
         self.start_timeout_s = start_timeout_s
