@@ -299,8 +299,8 @@ class Worker:
         outputs = list(result) if isinstance(result, (tuple, list)) else [result]
         by_index = batch[0].function == blob.OUTPUTS_BY_INDEX
         expected = len(outputs) if by_index else len(batch[0].outputs)
-        if len(outputs) != expected or not all(isinstance(output, torch.Tensor)
-                                               for output in outputs):
+        if len(outputs) != expected or \
+                any(not isinstance(output, torch.Tensor) for output in outputs):
             kinds = ", ".join(type(output).__name__ for output in outputs)
             message = (f"model {loaded.key!r} returned {len(outputs)} output(s) ({kinds}) but "
                        f"the request names {expected} output key(s)")
@@ -456,7 +456,9 @@ def _host_array(output: Any) -> Any:
         output = output.cpu()
     if output.dtype == torch.bfloat16:
         return output
-    return output.resolve_conj().resolve_neg().numpy()
+    if output.is_conj() or output.is_neg():
+        output = output.resolve_conj().resolve_neg()
+    return output.numpy()
 
 
 def _model_error_text(error: Exception) -> str:
