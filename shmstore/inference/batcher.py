@@ -30,6 +30,7 @@ class PendingRequest:
     outputs: List[str]
     taken_ns: int              # CLOCK_MONOTONIC when this worker took it
     started_ns: int = 0        # CLOCK_MONOTONIC when its batch started to run; 0: not yet
+    completed: bool = False    # the worker sent its result
     tensors: Optional[List[Any]] = None   # zero-copy input views (StoredInput), once loaded
     rows: int = 0
     signature: Optional[Tuple] = None     # None: never merged with another request

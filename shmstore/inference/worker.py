@@ -166,7 +166,17 @@ class Worker:
         self.wake_ns = None
         for model_id in list(self.pending):
             requests = self.pending.pop(model_id)
-            kept = self._dispatch_model(model_id, requests)
+            try:
+                kept = self._dispatch_model(model_id, requests)
+            except Exception as error:  # a bug here must not take the other models down
+                logger.exception("worker %d: dispatching %d request(s) for %r failed",
+                                 self.index, len(requests), model_id[1])
+                for request in requests:
+                    if not request.completed:
+                        self._complete(request, SHMSTORE_EMODEL,
+                                       f"internal error in inference worker {self.index}: "
+                                       f"{type(error).__name__}: {error}")
+                continue
             if kept:
                 self.pending[model_id] = kept
 
@@ -389,6 +399,7 @@ class Worker:
     # ---- completion and statistics -----------------------------------------------------
 
     def _complete(self, request: PendingRequest, code: int, message: str) -> None:
+        request.completed = True
         if code != 0:
             logger.info("worker %d: request for %r failed (code %d): %s", self.index,
                         request.key, code, message)
