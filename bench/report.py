@@ -105,8 +105,8 @@ def measure_python(results: Results, repetitions: dict[str, int], warmup: int,
     client = shmstore.Client(name=store_name)
     connection = redis.Redis(unix_socket_path=redis_socket)
 
-    # A zero-copy get costs the same at every size, so it gets the call count of the
-    # smallest size everywhere: 40 samples of a one-microsecond call give a noisy median.
+    # A zero-copy get costs the same at every size, so it is timed as often as at the smallest
+    # size everywhere. Only 40 samples of a one-microsecond call give a noisy median.
     zero_copy_get_count = max(repetitions.values())
 
     for size, nbytes in SIZES.items():
@@ -117,7 +117,7 @@ def measure_python(results: Results, repetitions: dict[str, int], warmup: int,
         time_case(results, MEMCPY_NUMPY, size, {"copy": (memcpy.copy, count)}, warmup)
         del memcpy
 
-        # Each case is built only when its turn comes, so that no other case holds a copy
+        # Each case is built only when its turn comes, so that no other case keeps a copy
         # of the tensor in a server or a segment while it is timed.
         case_factories: list[tuple[str, Callable[[], Any], int]] = [
             (SHMSTORE_PYTHON, lambda: ShmstoreCase(client, tensor, "bench/python"),
