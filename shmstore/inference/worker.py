@@ -233,9 +233,12 @@ class Worker:
                 tensors.append(self._input_array(name))
             except ShmstoreError as error:
                 code = error.code or SHMSTORE_ENOKEY
-                self._complete(request, code,
-                               f"input tensor {name!r} of the request for {request.key!r}: "
-                               f"{error}")
+                if code == SHMSTORE_ENOKEY:
+                    message = (f"input tensor {name!r} not found in store "
+                               f"{self.store_name!r}; put it before run_model")
+                else:
+                    message = f"cannot read input tensor {name!r}: {error}"
+                self._complete(request, code, message)
                 return False
         request.tensors = tensors
         if batching:
