@@ -310,6 +310,12 @@ uint32_t shm_mpmc_size_approx(const shm_mpmc_t *queue)
     /* Relaxed: the result is a hint. */
     uint64_t enqueued = shm_load_relaxed(&queue->enqueue_ticket);
 
+    /* A producer that died between claiming its cell and moving the
+     * enqueue counter on leaves the counter one behind until the next push,
+     * while consumers have already passed the dropped cell; so the
+     * dequeue counter may lead, and the queue is then empty. */
+    if (dequeued >= enqueued)
+        return 0;
     uint64_t queued = enqueued - dequeued;
     /* Tickets taken by producers that have not published yet are counted,
      * so clamp to the number of cells. */
