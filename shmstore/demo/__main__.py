@@ -1,11 +1,11 @@
 """The co-located ML-EKE ocean demo: Fortran ranks, a store with inference workers, an analysis.
 
-`python -m shmstore.demo` builds the Fortran ocean proxy against the installed module, builds the
-project's own EKE-like model unless --model names a TorchScript file, and runs everything
-through `shmstore launch`: the daemon with its inference workers, the model stored before the
-ranks start, the ranks (N processes, or `mpirun` with --mpi) and the analysis process beside
-them. It ends with the analysis's summary: throughput, a check of sampled columns against the
-model called directly from Python, and where the PNG map is.
+`python -m shmstore.demo` builds the Fortran ocean proxy against the installed module. Unless
+--model names a TorchScript file, it also builds the project's own EKE-like model. Then it runs
+everything through `shmstore launch`: the daemon with its inference workers, the model stored
+before the ranks start, the ranks (N processes, or `mpirun` with --mpi) and the analysis
+process beside them. It ends with the analysis's summary: throughput, a check of sampled
+columns against the model called directly from Python, and where the PNG map is.
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ def build_proxy(out_dir: Path) -> Path:
     executable = out_dir / "ocean_proxy"
     command = (["gfortran", "-O2"] + config.fflags() + [str(find_proxy_source()),
                "-o", str(executable)] + config.libs())
-    # The module's .mod file is compiler output: keep gfortran's own .mod files out of the cwd.
     subprocess.run(command, check=True, cwd=out_dir)
     return executable
 
@@ -83,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="inference workers (default 1)")
     parser.add_argument("--device", default="cpu", help="inference device (default cpu)")
     parser.add_argument("--batch-size", type=int, default=65536,
-                        help="most rows the workers put in one batch (default 65536)")
+                        help="maximum rows the workers put in one batch (default 65536)")
     parser.add_argument("--min-batch-size", type=int, default=0,
                         help="rows a batch waits for (default 0: run what has arrived)")
     parser.add_argument("--min-batch-timeout", type=int, default=0,

@@ -1,8 +1,8 @@
 """Analysis process of the ocean demo: reads the simulation's fields from the store while it runs.
 
-It follows the ranks' step counters, reads each new step's predicted eddy kinetic energy (EKE)
-with zero-copy gets, and when every rank has finished it writes a PNG map of the last step's
-EKE, a table of the per-step timings the ranks published, and checks a sample of columns
+It follows the ranks' step counters and reads each new step's predicted eddy kinetic energy
+(EKE) with zero-copy gets. When every rank has finished, it writes a PNG map of the last step's
+EKE and a table of the per-step timings the ranks published. Then it checks a sample of columns
 against the model called directly from Python.
 
 Keys it reads (all published by `ocean_proxy`, one per rank R): `step_rR` (int32 [step,
@@ -32,7 +32,7 @@ POLL_INTERVAL_S = 0.02
 
 @dataclass
 class RankState:
-    """What the analysis knows of one rank: its rows and the last step it has seen."""
+    """Record of one rank: its rows and the last step the analysis has seen."""
 
     rank: int
     step: int = 0
