@@ -303,8 +303,9 @@ fail:
 }
 
 /* Frees everything a slot's client left: its reader bits (freeing versions
- * that were retired and are now unpinned) and its UNPUBLISHED blocks.
- * Then resets the slot's ring and frees the slot. */
+ * that were retired and are now unpinned), its UNPUBLISHED blocks and
+ * any retired version whose last pin it cleared but did not free. Then
+ * resets the slot's ring and frees the slot. */
 static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, uint64_t *bytes,
                         uint64_t *views)
 {
@@ -324,6 +325,10 @@ static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, uint64_t *byte
         *bytes += shm_descriptor_try_free(store, (uint32_t)d);
     }
     *bytes += shm_alloc_free_owned(store, (int32_t)slot);
+
+    /* The client may have died between clearing its last pin of a retired
+     * version and freeing that version; no pin is left to free it later. */
+    *bytes += shm_descriptor_free_unpinned(store);
     shm_unlock(store);
 
     shm_spsc_init(slot_ring(daemon, slot), SHM_RING_CAPACITY);

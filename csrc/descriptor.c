@@ -118,6 +118,14 @@ uint64_t shm_descriptor_try_free(shm_store_t *store, uint32_t number)
     return bytes;
 }
 
+uint64_t shm_descriptor_free_unpinned(shm_store_t *store)
+{
+    uint64_t bytes = 0;
+    for (uint64_t d = 0; d < store->descriptor_count; d++)
+        bytes += shm_descriptor_try_free(store, (uint32_t)d);
+    return bytes;
+}
+
 int shm_descriptor_pin(shm_store_t *store, uint32_t number, uint32_t slot, int *free_check)
 {
     shm_descriptor_t *descriptor = shm_descriptor_at(store, number);

@@ -39,6 +39,12 @@ uint64_t shm_descriptor_retire(shm_store_t *store, uint32_t number);
  * otherwise. Lock held. Returns the arena bytes freed. */
 uint64_t shm_descriptor_try_free(shm_store_t *store, uint32_t number);
 
+/* Frees every RETIRED, unpinned descriptor and its block. A process that
+ * cleared the last pin of a retired version and died before it freed the
+ * version leaves one of these behind. Lock held. Returns the arena bytes
+ * freed. */
+uint64_t shm_descriptor_free_unpinned(shm_store_t *store);
+
 /* Sets slot's reader bit, then checks that the descriptor is LIVE.
  * Returns 0 when pinned, or -EAGAIN when it is not LIVE. The bit is then
  * cleared again, and *free_check is set to 1 when the caller must call

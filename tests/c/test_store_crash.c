@@ -243,6 +243,76 @@ static void test_lock_holder_death(void)
     CHECK_OK(shmstore_daemon_destroy(daemon));
 }
 
+/* A reader dies after it cleared its last pin of a retired version but
+ * before it took the store lock to free that version. No pin is left to
+ * trigger the free, so the daemon's reclaim of the dead reader must find
+ * the retired, unpinned version and free it. */
+static void test_unpinner_death(void)
+{
+    char name[64];
+    snprintf(name, sizeof name, "test-crash-unpin-%d", (int)getpid());
+    shmstore_daemon_config_t config = {.memory_bytes = 8 * MIB, .max_keys = 4};
+    shmstore_daemon_t *daemon = NULL;
+    CHECK_OK(shmstore_daemon_create(name, &config, &daemon));
+    shmstore_client_t *client = NULL;
+    CHECK_OK(shmstore_connect(name, &client));
+    uint64_t empty = used_bytes(name);
+    put_bytes(client, "field", 4096, 1);
+    wait_event(daemon, SHMSTORE_EVENT_ATTACH, 1000);
+
+    int pinned[2];
+    int retired[2];
+    CHECK(pipe(pinned) == 0);
+    CHECK(pipe(retired) == 0);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        shmstore_client_t *mine = NULL;
+        CHILD_CHECK(shmstore_connect(name, &mine) == 0);
+        shmstore_view_t view;
+        CHILD_CHECK(shmstore_get(mine, "field", &view) == 0);
+        char byte;
+        CHILD_CHECK(write(pinned[1], "p", 1) == 1);
+        CHILD_CHECK(read(retired[0], &byte, 1) == 1);
+
+        /* The first half of shmstore_release: the bit goes and the reader
+         * learns that the version is now its to free. Then it dies. */
+        CHILD_CHECK(shm_descriptor_unpin(&mine->store, view.descriptor_, mine->slot) == 1);
+        raise(SIGKILL);
+        _exit(0);
+    }
+
+    char byte;
+    CHECK(read(pinned[0], &byte, 1) == 1);
+    CHECK_OK(shmstore_delete(client, "field"));
+    CHECK(used_bytes(name) > empty);
+    CHECK(write(retired[1], "r", 1) == 1);
+    wait_child_killed(child);
+    for (int i = 0; i < 2; i++) {
+        close(pinned[i]);
+        close(retired[i]);
+    }
+
+    shmstore_event_t died = wait_event(daemon, SHMSTORE_EVENT_DIED, 2000);
+    CHECK(died.pid == child);
+    CHECK(used_bytes(name) == empty);
+
+    /* Every descriptor is free again: as many held versions as there are
+     * descriptors (twice max_keys) fit. */
+    shmstore_view_t views[8];
+    for (int i = 0; i < 8; i++) {
+        put_bytes(client, "field", 64, i);
+        CHECK_OK(shmstore_get(client, "field", &views[i]));
+    }
+    for (int i = 0; i < 8; i++)
+        CHECK_OK(shmstore_release(&views[i]));
+    CHECK_OK(shmstore_delete(client, "field"));
+    CHECK(used_bytes(name) == empty);
+
+    CHECK_OK(shmstore_disconnect(client));
+    CHECK_OK(shmstore_daemon_destroy(daemon));
+}
+
 /* A daemon killed under a client: calls fail with SHMSTORE_ELOST soon
  * after, and a new daemon replaces the stale segments. */
 static void test_daemon_death(void)
@@ -338,6 +408,7 @@ int main(void)
     test_process_liveness();
     test_client_death();
     test_lock_holder_death();
+    test_unpinner_death();
     test_daemon_death();
     printf("test_store_crash: pass\n");
     return 0;
