@@ -98,14 +98,17 @@ def parse_options(argv: list[str]) -> LaunchOptions:
 
     Everything after the first `--` is the application's command line, untouched.
     """
-    if "--" not in argv:
+    # The options are parsed before the command is checked, so that -h and --help print the
+    # help (and exit) even without a command.
+    split_at = argv.index("--") if "--" in argv else len(argv)
+    arguments = build_parser().parse_args(argv[:split_at])
+
+    if split_at == len(argv):
         raise OptionError("missing COMMAND: put the application's command line after --")
-    split_at = argv.index("--")
     command = argv[split_at + 1:]
     if not command:
         raise OptionError("missing COMMAND after --")
 
-    arguments = build_parser().parse_args(argv[:split_at])
     name = validate_store_name(arguments.name or default_store_name())
     models = [parse_model_spec(text) for text in arguments.model]
 

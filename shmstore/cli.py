@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lowest level of log messages printed on stderr (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    # main() hands `launch` to the launcher before this parser runs; the entry only lists it.
+    commands.add_parser("launch", add_help=False,
+                        help="start a store next to an application's ranks and stop it after "
+                             "them (`shmstore launch --help` lists the options)")
+
     serve = commands.add_parser("serve", help="run the daemon of a store in the foreground")
     serve.add_argument("--name", default=default_store_name(),
                        help="store name (default: $SHMSTORE_NAME, else 'default')")
@@ -186,6 +191,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_serve(arguments)
     if arguments.command == "status":
         return run_status(arguments)
+    if arguments.command == "launch":
+        parser.error("launch must be the first argument: shmstore launch [options] -- COMMAND")
     return run_config(arguments, parser)
 
 

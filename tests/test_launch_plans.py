@@ -153,6 +153,27 @@ def test_launch_without_command() -> None:
     assert "missing COMMAND" in result.stderr
 
 
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_launch_help(flag: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "shmstore", "launch", flag],
+                            capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    assert "usage: shmstore launch" in result.stdout
+    assert "--ranks" in result.stdout
+    assert "missing COMMAND" not in result.stderr
+
+
+@pytest.mark.timeout(30)
+def test_top_help_lists_launch() -> None:
+    result = subprocess.run([sys.executable, "-m", "shmstore", "--help"],
+                            capture_output=True, text=True, timeout=30)
+
+    assert result.returncode == 0, result.stderr
+    assert "launch" in result.stdout
+
+
 @pytest.mark.timeout(10)
 def test_model_spec_defaults() -> None:
     spec = parse_model_spec("eke=/m/eke.pt")
