@@ -191,6 +191,9 @@ class Client(InferenceClientMixin):
             if out.device.type != "cpu":
                 raise ValueError(f"unpack_tensor({key!r}): out must be a CPU tensor, "
                                  f"got one on {out.device}")
+            if out.is_conj() or out.is_neg():
+                self._unpack_through_copy(key, out)
+                return
             array, code_override = _torch_to_numpy(out)
         elif isinstance(out, np.ndarray):
             array = out
@@ -209,6 +212,20 @@ class Client(InferenceClientMixin):
         code = code_override if code_override is not None else _dtype_code(array.dtype, key)
         order = _storage_order(array)
         self._core.unpack(key, array, code, array.shape, _order_code(order))
+
+    def _unpack_through_copy(self, key: str, out: Any) -> None:
+        """Unpack into a plain tensor, then copy it into out, a conjugate or negative view.
+
+        Such a view reads its memory through a conjugation or negation, so writing the stored
+        bytes into that memory would give the wrong values, and resolving the view would give
+        a new tensor instead of out.
+        """
+        import torch
+
+        staging = torch.empty(out.shape, dtype=out.dtype)
+        self.unpack_tensor(key, staging)
+        with torch.no_grad():
+            out.copy_(staging)
 
     def delete_tensor(self, key: str) -> None:
         """Remove key. Arrays already returned by get_tensor stay valid."""

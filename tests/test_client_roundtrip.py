@@ -247,6 +247,30 @@ def test_torch_noncontiguous_input(client):
     assert torch.equal(actual, source.contiguous())
 
 
+@pytest.mark.timeout(120)
+def test_unpack_into_torch_views(client):
+    torch = pytest.importorskip("torch", reason="torch is not installed (pip install "
+                                                "torch==2.13.0)")
+    client.put_tensor("complex", np.array([1 + 2j, 3 - 4j], dtype=np.complex64))
+    client.put_tensor("real", np.array([1.5, -2.0, 3.0], dtype=np.float32))
+
+    # A conjugate or negative view reads its base through the conjugation or negation, so
+    # the stored values must come back out of the view itself.
+    base = torch.zeros(2, dtype=torch.complex64)
+    conjugate = base.conj()
+    client.unpack_tensor("complex", conjugate)
+    assert torch.equal(conjugate, torch.tensor([1 + 2j, 3 - 4j], dtype=torch.complex64))
+    assert torch.equal(base, torch.tensor([1 - 2j, 3 + 4j], dtype=torch.complex64))
+
+    negative = torch.zeros(3)._neg_view()
+    client.unpack_tensor("real", negative)
+    assert torch.equal(negative, torch.tensor([1.5, -2.0, 3.0]))
+
+    with_grad = torch.zeros(3, requires_grad=True)
+    client.unpack_tensor("real", with_grad)
+    assert torch.equal(with_grad.detach(), torch.tensor([1.5, -2.0, 3.0]))
+
+
 @pytest.mark.timeout(60)
 def test_put_unsupported_dtype(client):
     for value in [np.array(["text"]), np.array([1.0], dtype=np.longdouble),
