@@ -63,7 +63,7 @@
 #include "ring_mpmc.h"
 
 #define INFER_MAGIC 0x524546494d485353ull /* "SSHMIFER" read as little-endian bytes */
-#define INFER_ABI_VERSION 1u
+#define INFER_ABI_VERSION 2u
 
 #define INFER_MAX_WORKERS 64u
 #define INFER_MAX_TENSORS 64u          /* most input keys, and most output keys, of a request */
@@ -117,6 +117,11 @@ typedef struct infer_worker_entry {
     shm_atomic_u32 state;              /* enum infer_worker_state */
     shm_atomic_u64 requests_completed; /* bumped by the worker */
     shm_atomic_u64 batches_run;        /* bumped by the worker */
+    /* Shared: 1 while the worker polls the queue instead of sleeping on the
+     * worker doorbell. Set and cleared by the worker, cleared by the daemon
+     * when the worker dies; clients read it to skip a ring that would only
+     * wake idle workers (see infer_worker_take_spin). */
+    shm_atomic_u32 spinning;
     /* Written by the worker before it stores READY; read after. */
     char device[INFER_DEVICE_BYTES];
 } infer_worker_entry_t;
@@ -174,6 +179,10 @@ typedef struct infer_header {
 
     /* Shared: idle workers sleep on it; clients ring it after a push. */
     shm_doorbell_t worker_doorbell;
+    /* Shared: bumped by clients after a push and by workers after they
+     * clear their spinning flag, so that the two are ordered; see
+     * wake_needed() in infer_request.c. The value means nothing. */
+    _Alignas(SHM_CACHE_LINE) shm_atomic_u32 spin_handoff;
 } infer_header_t;
 
 #endif /* SHMSTORE_INFER_LAYOUT_H */

@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@
 /* Maximum single sleep of a waiting party, so that it tests liveness and
  * its deadline at least this often. */
 #define WAIT_SLICE_NS (100LL * 1000 * 1000)
+/* Checks of a condition between two sched_yield() calls while spinning. */
+#define SPIN_CHECKS_PER_YIELD 64
 /* Pause between scans when every slot is busy or the queue is full. */
 #define RETRY_PAUSE_NS (200LL * 1000)
 
@@ -232,6 +235,100 @@ static int push_ticket(infer_segment_t *segment, infer_ticket_t ticket, int64_t 
     }
 }
 
+/* Returns 1 unless every queued ticket has a worker polling the queue
+ * (infer_worker_take_spin), in which case ringing would only wake idle
+ * workers for nothing. Call it after the push. */
+static int wake_needed(infer_segment_t *segment, uint32_t worker_count)
+{
+    if (worker_count > INFER_MAX_WORKERS)
+        worker_count = INFER_MAX_WORKERS;
+
+    /* acq_rel: pairs with the same bump in stop_spinning(). The bumps are
+     * ordered, so either the worker's bump came first and we see its flag
+     * cleared, or ours came first and its next pop sees our ticket. (Two
+     * seq_cst fences would do the same, but ThreadSanitizer rejects them.) */
+    shm_fetch_add_acq_rel(&segment->header->spin_handoff, 1);
+    uint32_t spinning = 0;
+    for (uint32_t i = 0; i < worker_count; i++) {
+        /* Relaxed: ordered by the bump above. */
+        spinning += shm_load_relaxed(&segment->workers[i].spinning);
+    }
+    return spinning == 0 || shm_mpmc_size_approx(segment->queue) > spinning;
+}
+
+/* Returns the slot of the calling process's wait estimate for model key. */
+static infer_wait_estimate_t *wait_estimate(infer_segment_t *segment, const char *key)
+{
+    /* FNV-1a over the key; 0 is reserved for an unused entry. */
+    uint64_t hash = 0xcbf29ce484222325ull;
+    for (const unsigned char *p = (const unsigned char *)key; *p != 0; p++)
+        hash = (hash ^ *p) * 0x100000001b3ull;
+    if (hash == 0)
+        hash = 1;
+    infer_wait_estimate_t *estimate = &segment->wait_estimates[hash % INFER_WAIT_ESTIMATES];
+    /* Relaxed: a hint; a race between threads only mixes two estimates. */
+    if (shm_load_relaxed(&estimate->key_hash) != hash) {
+        shm_store_relaxed(&estimate->average_ns, 0);
+        shm_store_relaxed(&estimate->key_hash, hash);
+    }
+    return estimate;
+}
+
+/* Returns this process's moving average of how long requests for key took
+ * from submission to completion, 0 when unknown. */
+static int64_t expected_wait_ns(infer_segment_t *segment, const char *key)
+{
+    if (segment->max_spin_ns <= 0)
+        return 0;
+    /* Relaxed: a hint, see wait_estimate(). */
+    return shm_load_relaxed(&wait_estimate(segment, key)->average_ns);
+}
+
+/* Adds one observed wait for key to the moving average (weight 1/4). An
+ * outlier counts as at most twice the spin limit, so that one slow
+ * request (a model's first call, a recompilation) does not turn the spin
+ * off for long. */
+static void record_wait_ns(infer_segment_t *segment, const char *key, int64_t wait_ns)
+{
+    if (segment->max_spin_ns <= 0)
+        return;
+    if (wait_ns > 2 * segment->max_spin_ns)
+        wait_ns = 2 * segment->max_spin_ns;
+    infer_wait_estimate_t *estimate = wait_estimate(segment, key);
+    /* Relaxed: a hint, see wait_estimate(). */
+    int64_t average = shm_load_relaxed(&estimate->average_ns);
+    average = average == 0 ? wait_ns : average + (wait_ns - average) / 4;
+    shm_store_relaxed(&estimate->average_ns, average > 0 ? average : 1);
+}
+
+/* Spins until the request completes or the expected wait (plus a quarter)
+ * has passed, when that fits segment->max_spin_ns. Yields the CPU between
+ * checks, so that on a machine with more runnable processes than cores a
+ * spinning client leaves the cores to the workers. Returns 1 when it
+ * spun, whether or not the request completed. */
+static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
+                               int64_t max_spin_ns, int64_t deadline_ns)
+{
+    if (expected_ns <= 0)
+        return 0;
+    int64_t spin_ns = expected_ns + expected_ns / 4;
+    if (spin_ns > max_spin_ns)
+        return 0;
+
+    int64_t now = shm_monotonic_ns();
+    int64_t end = min_i64(now + spin_ns, deadline_ns);
+    while (now < end) {
+        for (int i = 0; i < SPIN_CHECKS_PER_YIELD; i++) {
+            if (completion_ready(wait))
+                return 1;
+            shm_cpu_relax();
+        }
+        sched_yield();
+        now = shm_monotonic_ns();
+    }
+    return 1;
+}
+
 /* Protocol steps 1, 4 and 5, from the client's side. */
 int infer_call(infer_segment_t *segment, const infer_request_t *request, char *message,
                size_t message_bytes)
@@ -307,11 +404,15 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     }
     /* Relaxed: a statistics counter. */
     shm_fetch_add_relaxed(&header->requests_submitted, 1);
-    shm_doorbell_ring(&header->worker_doorbell);
+    if (wake_needed(segment, worker_count))
+        shm_doorbell_ring(&header->worker_doorbell);
 
     completion_wait_t wait = {.slot = slot, .sequence = sequence, .header = header};
     shm_wait_policy_t policy;
     shm_wait_policy_default(&policy);
+    int64_t expected_ns = expected_wait_ns(segment, request->key);
+    if (spin_for_completion(&wait, expected_ns, segment->max_spin_ns, deadline_ns))
+        policy.spin_ns = 0;    /* the adaptive spin ran; sleep at once if it missed */
     for (;;) {
         int64_t remaining_ns = deadline_ns - shm_monotonic_ns();
         if (remaining_ns > 0) {
@@ -355,6 +456,7 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     }
 
 read_result:
+    record_wait_ns(segment, request->key, shm_monotonic_ns() - submitted_ns);
     /* The acquire load that found DONE makes result and error visible. */
     result = slot->result;
     if (result != 0)
@@ -413,6 +515,93 @@ static void copy_taken(const infer_slot_t *slot, infer_taken_t *out)
     memcpy(out->body, slot->body, out->body_bytes);
 }
 
+/* Pops tickets until one names a request that this worker can claim
+ * (protocol step 2). Returns 0 with the request copied to out, or -EAGAIN
+ * when the queue is empty, or another negative code of the queue. */
+static int take_queued(infer_segment_t *segment, uint32_t index, infer_taken_t *out)
+{
+    for (;;) {
+        infer_ticket_t ticket;
+        uint32_t length = 0;
+        int result = shm_mpmc_pop(segment->queue, &ticket, sizeof(ticket), &length);
+        if (result != 0)
+            return result;
+        if (length != sizeof(ticket) || ticket.slot >= segment->header->slot_count)
+            continue;
+        infer_slot_t *slot = &segment->slots[ticket.slot];
+        uint64_t expected = infer_state_pack(ticket.sequence, 0, INFER_SUBMITTED);
+        uint64_t taken = infer_state_pack(ticket.sequence, index, INFER_TAKEN);
+        /* acq_rel: the acquire pairs with the client's release store of
+         * SUBMITTED, so the body is then visible. A failure means that
+         * the ticket is stale, because the request was abandoned. */
+        if (!shm_cas_acq_rel(&slot->state, &expected, taken))
+            continue;
+        copy_taken(slot, out);
+        out->slot = ticket.slot;
+        out->sequence = ticket.sequence;
+        return 0;
+    }
+}
+
+/* Clears the worker's polling flag; afterwards its pops see every ticket
+ * whose client skipped the ring because of the flag. */
+static void stop_spinning(infer_segment_t *segment, infer_worker_entry_t *entry)
+{
+    /* Relaxed: only this worker (or the daemon, once it is dead) writes it;
+     * the bump below publishes it. */
+    shm_store_relaxed(&entry->spinning, 0);
+    /* acq_rel: pairs with the bump in wake_needed(). */
+    shm_fetch_add_acq_rel(&segment->header->spin_handoff, 1);
+}
+
+int infer_worker_take_spin(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
+                           int64_t spin_ns, infer_taken_t *out)
+{
+    if (index >= INFER_MAX_WORKERS)
+        return -EINVAL;
+    if (spin_ns <= 0 || timeout_ns == 0)
+        return infer_worker_take(segment, index, timeout_ns, out);
+
+    /* While the flag is set, clients skip the doorbell for tickets this
+     * worker will pop, so the other idle workers keep sleeping. */
+    infer_worker_entry_t *entry = &segment->workers[index];
+    /* Relaxed: a client that misses the flag only rings once too often. */
+    shm_store_relaxed(&entry->spinning, 1);
+
+    int64_t now = shm_monotonic_ns();
+    int64_t deadline_ns = timeout_ns < 0 ? INT64_MAX : now + timeout_ns;
+    int64_t end = min_i64(now + spin_ns, deadline_ns);
+    int result = -EAGAIN;
+    while (now < end) {
+        for (int i = 0; i < SPIN_CHECKS_PER_YIELD; i++) {
+            result = take_queued(segment, index, out);
+            if (result != -EAGAIN)
+                break;
+            shm_cpu_relax();
+        }
+        if (result != -EAGAIN)
+            break;
+        /* Acquire: pairs with the seq_cst store in infer_segment_destroy(). */
+        if (shm_load_acquire(&segment->header->stopping) != 0)
+            break;
+        sched_yield();
+        now = shm_monotonic_ns();
+    }
+    stop_spinning(segment, entry);
+    if (result != -EAGAIN)
+        return result;
+
+    /* The spin found nothing: the ordinary take pops once more (after the
+     * bump in stop_spinning) and then sleeps for the rest of the timeout. */
+    int64_t left_ns = -1;
+    if (timeout_ns > 0) {
+        left_ns = deadline_ns - shm_monotonic_ns();
+        if (left_ns < 0)
+            left_ns = 0;
+    }
+    return infer_worker_take(segment, index, left_ns, out);
+}
+
 int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
                       infer_taken_t *out)
 {
@@ -423,25 +612,9 @@ int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_
     shm_wait_policy_default(&policy);
 
     for (;;) {
-        infer_ticket_t ticket;
-        uint32_t length = 0;
-        int result = shm_mpmc_pop(segment->queue, &ticket, sizeof(ticket), &length);
-        if (result == 0) {
-            if (length != sizeof(ticket) || ticket.slot >= segment->header->slot_count)
-                continue;
-            infer_slot_t *slot = &segment->slots[ticket.slot];
-            uint64_t expected = infer_state_pack(ticket.sequence, 0, INFER_SUBMITTED);
-            uint64_t taken = infer_state_pack(ticket.sequence, index, INFER_TAKEN);
-            /* acq_rel: the acquire pairs with the client's release store of
-             * SUBMITTED, so the body is then visible. A failure means that
-             * the ticket is stale, because the request was abandoned. */
-            if (!shm_cas_acq_rel(&slot->state, &expected, taken))
-                continue;
-            copy_taken(slot, out);
-            out->slot = ticket.slot;
-            out->sequence = ticket.sequence;
+        int result = take_queued(segment, index, out);
+        if (result == 0)
             return 0;
-        }
         if (result != -EAGAIN)
             return result;
 
@@ -563,7 +736,11 @@ int infer_daemon_fail_worker(infer_segment_t *segment, uint32_t index, int32_t p
     for (uint32_t i = 0; i < segment->header->slot_count; i++)
         failed += fail_worker_slot(&segment->slots[i], index, pid, callback, context);
 
+    /* Clients that skipped their ring because this worker was polling get
+     * it now; stop_spinning() orders the ring after their pushes. */
     infer_worker_entry_t *entry = &segment->workers[index];
+    stop_spinning(segment, entry);
+    shm_doorbell_ring(&segment->header->worker_doorbell);
     /* Relaxed: the worker is dead; status readers tolerate a stale pid. */
     shm_store_relaxed(&entry->pid, 0);
     /* Release: pairs with acquire loads of state by status readers. */

@@ -248,6 +248,23 @@ fail:
     return result;
 }
 
+/* Returns SHMSTORE_INFER_SPIN_US in nanoseconds: a decimal integer of
+ * microseconds from 0 (no adaptive spin) to INFER_SPIN_US_MAX. An unset or
+ * invalid value gives INFER_SPIN_US_DEFAULT. */
+static int64_t client_max_spin_ns(void)
+{
+    int64_t spin_us = INFER_SPIN_US_DEFAULT;
+    const char *text = getenv("SHMSTORE_INFER_SPIN_US");
+    if (text != NULL && *text != '\0') {
+        char *end = NULL;
+        errno = 0;
+        long long value = strtoll(text, &end, 10);
+        if (errno == 0 && *end == '\0' && value >= 0 && value <= INFER_SPIN_US_MAX)
+            spin_us = value;
+    }
+    return spin_us * 1000;
+}
+
 int infer_segment_open(const char *store_name, infer_segment_t **out, char *message,
                        size_t message_bytes)
 {
@@ -256,6 +273,7 @@ int infer_segment_open(const char *store_name, infer_segment_t **out, char *mess
     if (segment == NULL)
         return -ENOMEM;
     segment->fd = -1;
+    segment->max_spin_ns = client_max_spin_ns();
 
     int result = build_shm_name(store_name, segment->shm_name, sizeof(segment->shm_name),
                                 message, message_bytes);

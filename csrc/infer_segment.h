@@ -20,6 +20,19 @@
 #define SHMSTORE_INFER_SHM_NAME_MAX (SHMSTORE_NAME_MAX + 32)
 
 /* Process-private handle of a mapped inference segment. */
+/* Entries of a process's table of expected request times, by model key. */
+#define INFER_WAIT_ESTIMATES 16u
+/* Default and largest SHMSTORE_INFER_SPIN_US: the longest a client spins
+ * for a result before it sleeps on the slot's doorbell. */
+#define INFER_SPIN_US_DEFAULT 1000
+#define INFER_SPIN_US_MAX 100000
+
+/* A process-private moving average of one model's request time. */
+typedef struct infer_wait_estimate {
+    shm_atomic_u64 key_hash;           /* FNV-1a of the model key; 0: unused */
+    shm_atomic_i64 average_ns;         /* submission to completion; 0: none yet */
+} infer_wait_estimate_t;
+
 typedef struct infer_segment {
     int fd;                            /* daemon: holds LOCK_EX for its lifetime */
     int is_daemon;                     /* 1: destroy unlinks the segment */
@@ -32,6 +45,11 @@ typedef struct infer_segment {
     /* Process-private, but several threads update it: the time of the last
      * flock test that found the daemon alive, see infer_segment_daemon_alive. */
     shm_atomic_i64 last_alive_ns;
+    /* Process-private: the client's spin limit (SHMSTORE_INFER_SPIN_US) and
+     * the expected time of recent requests per model key, which decides
+     * whether a client spins for its result; see infer_call. */
+    int64_t max_spin_ns;
+    infer_wait_estimate_t wait_estimates[INFER_WAIT_ESTIMATES];
     char shm_name[SHMSTORE_INFER_SHM_NAME_MAX];
 } infer_segment_t;
 
@@ -78,7 +96,10 @@ typedef struct infer_request {
 } infer_request_t;
 
 /* Submits request and waits for its result; see the protocol in
- * infer_layout.h. Returns the result code the worker set (0 on success),
+ * infer_layout.h. The caller first spins for the result when this process's
+ * recent requests for the same key completed within SHMSTORE_INFER_SPIN_US
+ * (a quarter more is allowed), yielding the CPU between checks, and
+ * otherwise for SHMSTORE_SPIN_US; then it sleeps on the slot's doorbell. Returns the result code the worker set (0 on success),
  * -ETIMEDOUT, SHMSTORE_ELOST when the daemon dies or stops while waiting,
  * SHMSTORE_ENOWORKER when the store runs no workers, -EINVAL or
  * -ENAMETOOLONG for a request that does not fit a slot, -EINTR when a
@@ -113,6 +134,15 @@ int infer_worker_register(infer_segment_t *segment, uint32_t index, int32_t pid,
  * or SHMSTORE_ELOST when the daemon died or stops. Worker only. */
 int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
                       infer_taken_t *out);
+
+/* Like infer_worker_take, but first polls the queue for up to spin_ns
+ * without sleeping, yielding the CPU between polls. Meanwhile the worker
+ * is marked as polling, so clients skip the doorbell for tickets it will
+ * take and other idle workers keep sleeping. A worker that has just
+ * completed requests calls it, because the next request often follows
+ * within microseconds. Worker only. */
+int infer_worker_take_spin(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
+                           int64_t spin_ns, infer_taken_t *out);
 
 /* Completes a request taken by worker index with result (0 or a negative
  * code) and message ("" on success). Returns 0, or -ESTALE when the client

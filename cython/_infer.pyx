@@ -90,6 +90,8 @@ cdef extern from "infer_segment.h" nogil:
                               const char *device)
     int infer_worker_take(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
                           infer_taken_t *out)
+    int infer_worker_take_spin(infer_segment_t *segment, uint32_t index, int64_t timeout_ns,
+                               int64_t spin_ns, infer_taken_t *out)
     int infer_worker_complete(infer_segment_t *segment, uint32_t index, uint32_t slot,
                               uint32_t sequence, int32_t result, const char *message)
     void infer_worker_count(infer_segment_t *segment, uint32_t index, uint64_t requests,
@@ -275,20 +277,23 @@ cdef class Segment:
         if code != 0:
             raise InferError(code, f"cannot register inference worker {index}")
 
-    def take(self, uint32_t index, double timeout_s):
+    def take(self, uint32_t index, double timeout_s, double spin_s=0.0):
         """Take the next request for worker index, waiting up to timeout_s seconds (0: no
-        wait). Return None when nothing came, else a tuple (slot, sequence, submitted_ns,
-        deadline_ns, kind, key, function, inputs, outputs); times are CLOCK_MONOTONIC ns."""
+        wait), of which the first spin_s poll the queue without sleeping (see
+        infer_worker_take_spin). Return None when nothing came, else a tuple (slot,
+        sequence, submitted_ns, deadline_ns, kind, key, function, inputs, outputs); times
+        are CLOCK_MONOTONIC ns."""
         cdef infer_segment_t *segment = self._checked()
         cdef infer_taken_t *taken = <infer_taken_t *>malloc(sizeof(infer_taken_t) +
                                                             INFER_BODY_BYTES)
         if taken == NULL:
             raise MemoryError()
         cdef int64_t timeout_ns = <int64_t>(timeout_s * 1e9)
+        cdef int64_t spin_ns = <int64_t>(spin_s * 1e9)
         cdef int code
         try:
             with nogil:
-                code = infer_worker_take(segment, index, timeout_ns, taken)
+                code = infer_worker_take_spin(segment, index, timeout_ns, spin_ns, taken)
             if code == -EAGAIN:
                 return None
             if code == -EINTR:

@@ -60,6 +60,12 @@ IDLE_WAIT_S = 1.0
 # Sleep while statistics wait to be published; a miss publishes them.
 IDLE_WAIT_DIRTY_S = 0.02
 STATS_INTERVAL_S = 0.2
+# Default of SHMSTORE_INFER_WORKER_SPIN_US: how long a worker that has just completed
+# requests polls the queue before it sleeps. A client's next request usually follows its
+# result within tens of microseconds, and catching it saves the futex wake-up of a sleeping
+# worker (about 40 us measured on a 2-core VM).
+WORKER_SPIN_US_DEFAULT = 250
+WORKER_SPIN_US_MAX = 100_000
 # Maximum length of a model's message passed back to the client.
 MESSAGE_LIMIT = 900
 
@@ -125,9 +131,13 @@ class Worker:
         logger.info("inference worker %d ready: pid %d, device %s, store %r", self.index,
                     os.getpid(), self.device, self.store_name)
 
+        spin_s = worker_spin_seconds()
+        taken = None
         while True:
             try:
-                taken = self.segment.take(self.index, self._wait_seconds())
+                # Spin only right after a round that took requests, so an idle worker sleeps.
+                taken = self.segment.take(self.index, self._wait_seconds(),
+                                          spin_s if taken is not None else 0.0)
                 if taken is not None:
                     self._accept(taken)
                     self._drain()
@@ -457,6 +467,23 @@ class Worker:
         except (ValueError, KeyError) as error:
             logger.warning("worker %d: ignoring unreadable earlier statistics: %s",
                            self.index, error)
+
+
+def worker_spin_seconds() -> float:
+    """Return SHMSTORE_INFER_WORKER_SPIN_US in seconds (0 to WORKER_SPIN_US_MAX us)."""
+    text = os.environ.get("SHMSTORE_INFER_WORKER_SPIN_US", "")
+    if not text:
+        return WORKER_SPIN_US_DEFAULT / 1e6
+    try:
+        spin_us = int(text)
+    except ValueError:
+        spin_us = -1
+    if not 0 <= spin_us <= WORKER_SPIN_US_MAX:
+        logger.warning("invalid SHMSTORE_INFER_WORKER_SPIN_US=%r (expected 0 to %d "
+                       "microseconds); using %d", text, WORKER_SPIN_US_MAX,
+                       WORKER_SPIN_US_DEFAULT)
+        return WORKER_SPIN_US_DEFAULT / 1e6
+    return spin_us / 1e6
 
 
 def _host_array(output: Any) -> Any:
