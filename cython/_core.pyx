@@ -156,6 +156,25 @@ cdef bytes encode_key(object key):
     return encoded
 
 
+cdef int check_buffer_length(object key, str what, Py_ssize_t length, int dtype,
+                             object shape) except -1:
+    """Raise ValueError unless a buffer of length bytes holds exactly the tensor of shape.
+
+    The C core copies as many bytes as dtype and shape describe, so a shorter buffer would be
+    read or written past its end. An unknown dtype passes here and the C core rejects it.
+    """
+    cdef size_t element = c.shmstore_dtype_size(dtype)
+    if element == 0:
+        return 0
+    expected = element
+    for extent in shape:
+        expected *= extent
+    if length != expected:
+        raise ValueError(f"{what} for tensor {key!r} has {length} bytes, but dtype code {dtype} "
+                         f"and shape {tuple(shape)} describe {expected} bytes")
+    return 0
+
+
 cdef double monotonic_ms() noexcept nogil:
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)
@@ -538,6 +557,7 @@ cdef class Client:
 
         PyObject_GetBuffer(data, &source, PyBUF_ANY_CONTIGUOUS | PyBUF_STRIDES)
         try:
+            check_buffer_length(key, "data", source.len, dtype, shape)
             while True:
                 with nogil:
                     rc = c.shmstore_put(handle, key_ptr, source.buf, <c.shmstore_dtype_t>dtype,
@@ -588,6 +608,7 @@ cdef class Client:
 
         PyObject_GetBuffer(out, &target, PyBUF_WRITABLE | PyBUF_ANY_CONTIGUOUS | PyBUF_STRIDES)
         try:
+            check_buffer_length(key, "out", target.len, dtype, shape)
             while True:
                 with nogil:
                     rc = c.shmstore_unpack(handle, key_ptr, target.buf,

@@ -127,3 +127,22 @@ def test_closed_client_rejects_calls(store):
     with pytest.raises(shmstore.ShmstoreError) as caught:
         client.put_tensor("key", np.zeros(1))
     assert "closed" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_core_buffer_length_checked(client):
+    from shmstore import _core
+
+    float64 = _core.DTYPE_CODES["float64"]
+    client.put_tensor("field", np.arange(3, dtype=np.float64))
+
+    with pytest.raises(ValueError) as caught:
+        client._core.put_buffer("short", b"abc", float64, (1000,), _core.ORDER_C)
+    assert "8000 bytes" in str(caught.value)
+    assert not client.tensor_exists("short")
+
+    target = bytearray(8)
+    with pytest.raises(ValueError) as caught:
+        client._core.unpack("field", target, float64, (3,), _core.ORDER_C)
+    assert "24 bytes" in str(caught.value)
+    assert target == bytearray(8)
