@@ -39,6 +39,15 @@ def default_store_name() -> str:
     return os.environ.get("SHMSTORE_NAME") or DEFAULT_NAME
 
 
+def store_name_argument(text: str) -> str:
+    # The C core reads an empty name as $SHMSTORE_NAME or "default", which would make the
+    # daemon create a store under another name than the one it logs.
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "store name is empty; omit --name to use $SHMSTORE_NAME or 'default'")
+    return text
+
+
 def parse_size_argument(text: str) -> int:
     from shmstore.sizes import parse_size
 
@@ -72,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "them (`shmstore launch --help` lists the options)")
 
     serve = commands.add_parser("serve", help="run the daemon of a store in the foreground")
-    serve.add_argument("--name", default=default_store_name(),
+    serve.add_argument("--name", default=default_store_name(), type=store_name_argument,
                        help="store name (default: $SHMSTORE_NAME, else 'default')")
     serve.add_argument("--memory", required=True, type=parse_size_argument,
                        help="data arena size in bytes, with an optional binary unit K, M, G "
@@ -93,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the number of workers)")
 
     status = commands.add_parser("status", help="print memory, keys and clients of a store")
-    status.add_argument("--name", default=default_store_name(),
+    status.add_argument("--name", default=default_store_name(), type=store_name_argument,
                         help="store name (default: $SHMSTORE_NAME, else 'default')")
 
     flags = commands.add_parser(

@@ -96,6 +96,16 @@ def test_config_needs_option():
     assert "--cflags" in result.stderr
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("arguments", [["serve", "--memory", "1M"], ["status"]])
+def test_empty_name_rejected(arguments):
+    result = shmstore_command(*arguments, "--name", "")
+
+    assert result.returncode == 2
+    assert "store name is empty" in result.stderr
+    assert "ready" not in result.stderr
+
+
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize("text, expected", [
     ("512M", 512 << 20), ("4G", 4 << 30), ("1.5G", 3 << 29), ("4096", 4096),
