@@ -302,10 +302,12 @@ static void record_wait_ns(infer_segment_t *segment, const char *key, int64_t wa
 }
 
 /* Spins until the request completes or the expected wait (plus a quarter)
- * has passed, when that fits segment->max_spin_ns. Yields the CPU between
- * checks, so that on a machine with more runnable processes than cores a
- * spinning client leaves the cores to the workers. Returns 1 when it
- * spun, whether or not the request completed. */
+ * has passed, when that fits max_spin_ns. Yields the CPU between checks,
+ * so that on a machine with more runnable processes than cores a spinning
+ * client leaves the cores to the workers. Returns 0 when nothing is known
+ * about the model (the caller then spins for SHMSTORE_SPIN_US), else 1:
+ * after the spin, or at once when the expected wait exceeds max_spin_ns,
+ * because then even a short spin only takes CPU time from the workers. */
 static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
                                int64_t max_spin_ns, int64_t deadline_ns)
 {
@@ -313,7 +315,7 @@ static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
         return 0;
     int64_t spin_ns = expected_ns + expected_ns / 4;
     if (spin_ns > max_spin_ns)
-        return 0;
+        return 1;
 
     int64_t now = shm_monotonic_ns();
     int64_t end = min_i64(now + spin_ns, deadline_ns);
@@ -412,7 +414,7 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     shm_wait_policy_default(&policy);
     int64_t expected_ns = expected_wait_ns(segment, request->key);
     if (spin_for_completion(&wait, expected_ns, segment->max_spin_ns, deadline_ns))
-        policy.spin_ns = 0;    /* the adaptive spin ran; sleep at once if it missed */
+        policy.spin_ns = 0;    /* the adaptive spin decided; sleep at once if it missed */
     for (;;) {
         int64_t remaining_ns = deadline_ns - shm_monotonic_ns();
         if (remaining_ns > 0) {

@@ -98,8 +98,9 @@ typedef struct infer_request {
 /* Submits request and waits for its result; see the protocol in
  * infer_layout.h. The caller first spins for the result when this process's
  * recent requests for the same key completed within SHMSTORE_INFER_SPIN_US
- * (a quarter more is allowed), yielding the CPU between checks, and
- * otherwise for SHMSTORE_SPIN_US; then it sleeps on the slot's doorbell. Returns the result code the worker set (0 on success),
+ * (a quarter more is allowed), yielding the CPU between checks. It does not
+ * spin when they took longer, and spins for SHMSTORE_SPIN_US for a key
+ * without history. Then it sleeps on the slot's doorbell. Returns the result code the worker set (0 on success),
  * -ETIMEDOUT, SHMSTORE_ELOST when the daemon dies or stops while waiting,
  * SHMSTORE_ENOWORKER when the store runs no workers, -EINVAL or
  * -ENAMETOOLONG for a request that does not fit a slot, -EINTR when a
