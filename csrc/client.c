@@ -20,6 +20,32 @@
 #include "ring_spsc.h"
 #include "spin_wait.h"
 
+/* Process-private: how many times this process's ancestors forked since
+ * the library was loaded, counted in each child by a pthread_atfork
+ * handler. Written by the handler while the child has a single thread. */
+static shm_atomic_u64 fork_counter;
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+
+static void count_fork_in_child(void)
+{
+    /* Relaxed: the child runs one thread while the handler runs. */
+    shm_store_relaxed(&fork_counter, shm_load_relaxed(&fork_counter) + 1);
+}
+
+static void install_fork_handler(void)
+{
+    /* NOTE: a fork that bypasses pthread_atfork (a raw clone system call)
+     * is not counted, so its child can still act on the parent's slot. */
+    pthread_atfork(NULL, NULL, count_fork_in_child);
+}
+
+int shm_client_forked(const shmstore_client_t *client)
+{
+    /* Relaxed: only this process writes the counter, before any thread
+     * of the child can call in. */
+    return shm_load_relaxed(&fork_counter) != client->fork_generation;
+}
+
 /* Maximum single wait for the store lock between two liveness checks. */
 #define LOCK_SLICE_MS 250
 
@@ -50,6 +76,12 @@ static int daemon_holds_lock(int ctl_fd)
 int shm_client_check_alive(shmstore_client_t *client)
 {
     shm_header_t *header = client->store.header;
+
+    if (shm_client_forked(client)) {
+        return shm_fail(SHMSTORE_ELOST, "this client of store \"%s\" was connected by pid %d "
+                        "before pid %d forked from it; connect a new client in the child",
+                        client->name, (int)client->pid, (int)getpid());
+    }
 
     /* Acquire: pairs with the daemon's release store of stopping. */
     if (shm_load_acquire(&header->stopping) != 0) {
@@ -259,6 +291,9 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
     client->data.fd = -1;
     snprintf(client->name, sizeof client->name, "%s", store_name);
     client->pid = (int32_t)getpid();
+    pthread_once(&fork_handler_once, install_fork_handler);
+    /* Relaxed: see shm_client_forked. */
+    client->fork_generation = shm_load_relaxed(&fork_counter);
     /* Relaxed: no other thread can reach the handle yet. */
     shm_store_relaxed(&client->timeout_ms, timeout_from_environment());
     shm_store_relaxed(&client->references, 1);
@@ -340,18 +375,26 @@ fail:
 }
 
 /* Leaves the slot and unmaps. The last reference calls it, so no view of
- * this client remains and every reader bit of the slot is clear. */
+ * this client remains and every reader bit of the slot is clear, unless
+ * this process is a forked child, which leaves the parent's slot alone. */
 static void detach(shmstore_client_t *client)
 {
     shm_slot_t *slot = &client->store.slots[client->slot];
 
-    send_message(client, SHM_MESSAGE_BYE);
-    /* Release: pairs with the daemon's acquire load of owner, so it reads
-     * the BYE message and every earlier write before it frees the slot.
-     * After this store the slot and its ring belong to the daemon. */
-    shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_DETACHED));
-    shm_doorbell_ring(&client->store.header->doorbell);
+    /* A forked child only unmaps: the slot stays with the parent. */
+    if (!shm_client_forked(client)) {
+        send_message(client, SHM_MESSAGE_BYE);
+        /* Release: pairs with the daemon's acquire load of owner, so it
+         * reads the BYE message and every earlier write before it frees
+         * the slot. After this store the slot and its ring belong to the
+         * daemon. */
+        shm_store_release(&slot->owner, SHM_SLOT_WORD(client->pid, SHM_SLOT_DETACHED));
+        shm_doorbell_ring(&client->store.header->doorbell);
+    }
 
+    /* NOTE: in a forked child this mutex may be locked by a thread that
+     * did not survive the fork; destroying it then is undefined in POSIX
+     * but harmless in glibc. */
     pthread_mutex_destroy(&client->pin_mutex);
     free(client->pin_counts);
     free(client->prefaulted);

@@ -30,6 +30,10 @@ struct shmstore_client {
     shm_mapping_t data;
     uint32_t slot;
     int32_t pid;
+    /* Process-private: the value of the process's fork counter at connect.
+     * A forked child inherits the handle but not the slot (see
+     * shm_client_forked). */
+    uint64_t fork_generation;
     shm_atomic_i32 timeout_ms;       /* shared by the threads of this process */
     /* Process-private: the handle itself plus one per live view; the
      * mapping goes with the last reference. */
@@ -44,7 +48,12 @@ struct shmstore_client {
     char name[SHMSTORE_NAME_MAX + 1];
 };
 
-/* Returns 0 while the daemon lives, else SHMSTORE_ELOST with a detail. */
+/* Returns 1 in a child forked after client connected. The slot, its pins
+ * and its ring belong to the parent, so the child must leave them alone. */
+int shm_client_forked(const shmstore_client_t *client);
+
+/* Returns 0 while the daemon lives, else SHMSTORE_ELOST with a detail.
+ * Also SHMSTORE_ELOST in a child forked after client connected. */
 int shm_client_check_alive(shmstore_client_t *client);
 
 /* Takes the store lock, checking the daemon's liveness while waiting.

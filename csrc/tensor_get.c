@@ -151,7 +151,9 @@ int shmstore_release(shmstore_view_t *view)
     view->client_ = NULL;
     view->data = NULL;
     view->dims = NULL;
-    shm_unpin_view(client, view->descriptor_);
+    /* The reader bit of a forked child's inherited view is the parent's. */
+    if (!shm_client_forked(client))
+        shm_unpin_view(client, view->descriptor_);
     shm_client_unref(client);
     return 0;
 }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import shmstore
-from conftest import wait_until
+from conftest import run_python, wait_until
 
 
 def used_bytes(store: str) -> int:
@@ -120,3 +120,46 @@ def test_many_views_one_version(store, client):
     del views
     gc.collect()
     assert wait_until(lambda: used_bytes(store) < with_tensor, timeout_s=5)
+
+
+# Connects, pins a version, forks. The child tries the inherited client, then exits through
+# the interpreter's finalisation, which releases the inherited view and the client. The parent
+# then overwrites the key many times and checks that its view still contains the first version.
+FORK_WITH_CLIENT = r"""
+import os, sys
+import numpy as np
+import shmstore
+
+client = shmstore.Client(sys.argv[1])
+client.put_tensor("field", np.full(1000, 7.0))
+view = client.get_tensor("field")
+
+child = os.fork()
+if child == 0:
+    try:
+        client.get_tensor("field")
+        print("child get succeeded", flush=True)
+    except shmstore.ConnectionLostError as error:
+        print("child get failed:", error, flush=True)
+    sys.exit(0)
+
+_, status = os.waitpid(child, 0)
+print("child status", status, flush=True)
+for version in range(20):
+    client.put_tensor("field", np.full(1000, float(version)))
+print("parent view", float(view.min()), float(view.max()), flush=True)
+print("parent clients", shmstore.store_stats(sys.argv[1])["client_count"], flush=True)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_fork_child_leaves_parent_client(store):
+    result = run_python(FORK_WITH_CLIENT, store)
+    lines = result.stdout.splitlines()
+
+    assert result.returncode == 0, result.stderr
+    assert "child get failed:" in lines[0]
+    assert "connect a new client in the child" in lines[0]
+    assert lines[1] == "child status 0"
+    assert lines[2] == "parent view 7.0 7.0"
+    assert lines[3] == "parent clients 1"

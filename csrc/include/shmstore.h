@@ -12,6 +12,11 @@
  *  - Keys are NUL-terminated UTF-8 strings of 1 to SHMSTORE_KEY_MAX bytes.
  *  - A shmstore_client_t may be used by several threads of one process at
  *    once. A client never forks and never starts a process.
+ *  - A client belongs to the process that connected it. In a child forked
+ *    after the connect, calls on the inherited client fail with
+ *    SHMSTORE_ELOST, and shmstore_release() and shmstore_disconnect() only
+ *    unmap, so the parent's client and views stay intact. The child
+ *    connects its own client.
  */
 #ifndef SHMSTORE_H
 #define SHMSTORE_H
