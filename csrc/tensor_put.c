@@ -30,17 +30,27 @@ static int validate_tensor(shmstore_dtype_t dtype, int ndim, const int64_t *dims
     if (ndim > 0 && dims == NULL)
         return shm_fail(-EINVAL, "dims is NULL for a tensor of rank %d", ndim);
 
+    /* The product of the non-zero extents must fit in int64_t even when
+     * another extent is zero, because readers compute strides from it
+     * (numpy applies the same rule). */
     uint64_t total = element;
+    int zero_sized = 0;
     for (int i = 0; i < ndim; i++) {
         if (dims[i] < 0)
             return shm_fail(-EINVAL, "dims[%d] is %lld; extents must not be negative", i,
                             (long long)dims[i]);
         uint64_t extent = (uint64_t)dims[i];
-        if (extent != 0 && total > UINT64_MAX / 2 / extent)
-            return shm_fail(-EOVERFLOW, "tensor size overflows 64 bits");
+        if (extent == 0) {
+            zero_sized = 1;
+            continue;
+        }
+        if (total > (uint64_t)INT64_MAX / extent)
+            return shm_fail(-EOVERFLOW, "tensor of rank %d: the product of its extents and "
+                            "element size overflows 63 bits at dims[%d] = %lld", ndim, i,
+                            (long long)dims[i]);
         total *= extent;
     }
-    *nbytes = total;
+    *nbytes = zero_sized ? 0 : total;
     return 0;
 }
 

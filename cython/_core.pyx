@@ -509,11 +509,14 @@ cdef class Client:
         nbytes = c.shmstore_dtype_size(dtype)
         if nbytes == 0:
             raise TypeError(f"unknown dtype code {dtype} for tensor {key!r}")
+        # A Python int for messages: the size_t product wraps for shapes the C core rejects.
+        requested_bytes = nbytes
         for i in range(ndim):
             if shape[i] < 0:
                 raise ValueError(f"tensor {key!r} has a negative extent in shape {tuple(shape)}")
             dims[i] = shape[i]
             nbytes *= <size_t>dims[i]
+            requested_bytes *= shape[i]
 
         while True:
             with nogil:
@@ -522,7 +525,7 @@ cdef class Client:
             if rc != -EINTR:
                 break
             PyErr_CheckSignals()
-        check(rc, f"put_tensor({key!r}, {nbytes} bytes)")
+        check(rc, f"put_tensor({key!r}, {requested_bytes} bytes)")
 
         pending = PendingPut()
         pending.client = self

@@ -146,3 +146,20 @@ def test_core_buffer_length_checked(client):
         client._core.unpack("field", target, float64, (3,), _core.ORDER_C)
     assert "24 bytes" in str(caught.value)
     assert target == bytearray(8)
+
+
+@pytest.mark.timeout(60)
+def test_put_extents_overflow_rejected(client):
+    from shmstore import _core
+
+    float64 = _core.DTYPE_CODES["float64"]
+    for shape in [(2 ** 32, 2 ** 32, 2 ** 32), (2 ** 62, 4), (2 ** 63 - 1,),
+                  (0, 2 ** 62, 2 ** 62), (2 ** 62, 2 ** 62, 0)]:
+        with pytest.raises(shmstore.ShmstoreError) as caught:
+            client._core.put_begin("huge", float64, shape, _core.ORDER_C)
+        assert caught.value.code == -errno.EOVERFLOW, shape
+        assert not client.tensor_exists("huge")
+
+    # A zero extent with a product of the others that fits is a valid empty tensor.
+    client._core.put_begin("empty", float64, (0, 2 ** 40), _core.ORDER_C).commit()
+    assert client.get_tensor("empty").shape == (0, 2 ** 40)
