@@ -488,3 +488,54 @@ def test_c_api_runs_model(client, served, tmp_path):
     with torch.no_grad():
         expected = RowModel()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(client.get_tensor("c-out"), expected, rtol=1e-5)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Return the user plus system CPU time of process pid, from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat(5), utime and stime, follow the command name at 12 and 13.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.timeout(120)
+def test_workers_idle_after_burst(client):
+    client.set_model("idle-rows", torch.jit.script(RowModel()), batch_size=0)
+    client.put_tensor("idle-in", np.ones((2, 4), dtype=np.float32))
+    for _ in range(200):
+        client.run_model("idle-rows", ["idle-in"], ["idle-out"])
+    # The statistics publication after the burst and the worker's spin end well within this.
+    time.sleep(0.5)
+
+    pids = [worker["pid"] for worker in client.get_inference_workers()
+            if worker["state"] == "ready"]
+    before = {pid: process_cpu_seconds(pid) for pid in pids}
+    time.sleep(2.0)
+    used = {pid: process_cpu_seconds(pid) - before[pid] for pid in pids}
+
+    for pid in pids:
+        assert used[pid] < 0.1, f"idle worker {pid} used {used[pid]:.2f} s CPU in 2 s"
+
+
+@pytest.mark.timeout(120)
+def test_requests_after_idle_never_stall(client):
+    # Clients skip the worker doorbell while a worker polls the queue. A request left
+    # without a ring waits for a sleeping worker's 100 ms time-out instead.
+    client.set_model("stall-rows", torch.jit.script(RowModel()), batch_size=0)
+    client.put_tensor("stall-in", np.ones((2, 4), dtype=np.float32))
+    for _ in range(20):
+        client.run_model("stall-rows", ["stall-in"], ["stall-out"])
+
+    first_latencies = []
+    for _ in range(20):
+        # Long enough for both workers to publish statistics and sleep for long.
+        time.sleep(0.15)
+        began = time.monotonic()
+        client.run_model("stall-rows", ["stall-in"], ["stall-out"])
+        first_latencies.append(time.monotonic() - began)
+        # A burst right after, so that tickets arrive while a worker polls.
+        for _ in range(20):
+            client.run_model("stall-rows", ["stall-in"], ["stall-out"])
+
+    slow = [round(latency * 1e3) for latency in first_latencies if latency >= 0.04]
+    assert len(slow) <= 3, f"{len(slow)} of 20 requests after an idle pause took {slow} ms"
