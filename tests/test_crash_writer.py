@@ -100,3 +100,19 @@ def test_dropped_pending_put_aborts(client, store):
 
     assert used_bytes(store) == baseline
     assert not client.tensor_exists("dropped")
+
+
+@pytest.mark.timeout(60)
+def test_unreaped_writer_reclaimed(daemon):
+    baseline = used_bytes(daemon.name)
+    writer = start_python(BEGIN_AND_SLEEP, daemon.name, "half")
+    try:
+        assert read_line_with_timeout(writer, 20) == "begun"
+        writer.send_signal(signal.SIGKILL)
+
+        # The killed writer stays a zombie until it is reaped below; the daemon must not wait
+        # for that.
+        assert wait_until(lambda: used_bytes(daemon.name) == baseline, timeout_s=5)
+    finally:
+        writer.kill()
+        writer.communicate(timeout=10)

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -375,6 +376,31 @@ static void test_daemon_death(void)
     CHECK_OK(shmstore_daemon_destroy(daemon));
 }
 
+/* Thread body: returns after one byte arrives on the pipe *context. */
+static void *wait_for_byte(void *context)
+{
+    char byte;
+    if (read(*(int *)context, &byte, 1) != 1)
+        _exit(3);
+    return NULL;
+}
+
+/* Returns the state letter of pid from /proc/PID/stat, or 0. */
+static char process_state(pid_t pid)
+{
+    char path[64];
+    char text[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *file = fopen(path, "r");
+    if (file == NULL)
+        return 0;
+    size_t length = fread(text, 1, sizeof text - 1, file);
+    fclose(file);
+    text[length] = '\0';
+    char *end = strrchr(text, ')');
+    return end != NULL && end[1] == ' ' ? end[2] : 0;
+}
+
 static void test_process_liveness(void)
 {
     uint64_t ticks = 0;
@@ -397,6 +423,61 @@ static void test_process_liveness(void)
     CHECK(waitpid(child, &status, 0) == child);
     CHECK(shm_process_alive(child, 0) == 0);
     CHECK(shm_process_start_ticks(child, &ticks) == -ESRCH);
+
+    /* A zombie (exited, not yet reaped by its parent) keeps its pid and
+     * start time but runs no code any more, so it counts as dead. */
+    int go[2];
+    CHECK(pipe(go) == 0);
+    child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        char byte;
+        CHILD_CHECK(read(go[0], &byte, 1) == 1);
+        _exit(0);
+    }
+    uint64_t child_ticks = 0;
+    CHECK_OK(shm_process_start_ticks(child, &child_ticks));
+    CHECK(shm_process_alive(child, child_ticks) == 1);
+    CHECK(write(go[1], "g", 1) == 1);
+    siginfo_t info;
+    CHECK(waitid(P_PID, (id_t)child, &info, WEXITED | WNOWAIT) == 0);
+    CHECK(shm_process_alive(child, child_ticks) == 0);
+    CHECK(waitpid(child, &status, 0) == child);
+    close(go[0]);
+    close(go[1]);
+
+    /* A main thread that exits while another thread runs also shows 'Z',
+     * and the process must still count as alive. */
+    int release[2];
+    int started[2];
+    CHECK(pipe(release) == 0);
+    CHECK(pipe(started) == 0);
+    child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        pthread_t thread;
+        CHILD_CHECK(pthread_create(&thread, NULL, wait_for_byte, &release[0]) == 0);
+        CHILD_CHECK(write(started[1], "s", 1) == 1);
+        pthread_exit(NULL);
+    }
+    char byte;
+    CHECK(read(started[0], &byte, 1) == 1);
+    CHECK_OK(shm_process_start_ticks(child, &child_ticks));
+    char state = 0;
+    for (int tries = 0; tries < 1000 && state != 'Z'; tries++) {
+        state = process_state(child);
+        usleep(1000);
+    }
+    CHECK(state == 'Z');
+    CHECK(shm_process_alive(child, child_ticks) == 1);
+    CHECK(write(release[1], "r", 1) == 1);
+    CHECK(waitid(P_PID, (id_t)child, &info, WEXITED | WNOWAIT) == 0);
+    CHECK(shm_process_alive(child, child_ticks) == 0);
+    CHECK(waitpid(child, &status, 0) == child);
+    for (int i = 0; i < 2; i++) {
+        close(release[i]);
+        close(started[i]);
+    }
 }
 
 int main(void)
