@@ -400,7 +400,7 @@ static int scan_slots(shmstore_daemon_t *daemon, int check_deaths)
             alive = shm_process_alive(pid, shm_load_relaxed(&slot->start_ticks));
         } else {
             /* ATTACHING: the start time may not be written yet. */
-            alive = !(kill(pid, 0) != 0 && errno == ESRCH);
+            alive = shm_process_running(pid);
         }
         if (alive)
             continue;

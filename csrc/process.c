@@ -59,7 +59,9 @@ int shm_process_start_ticks(pid_t pid, uint64_t *ticks)
     return read_stat(pid, &state, &threads, ticks);
 }
 
-int shm_process_alive(pid_t pid, uint64_t start_ticks)
+/* Returns 1 if pid runs (and, when match_ticks is set, started at
+ * start_ticks), else 0. */
+static int process_runs(pid_t pid, int match_ticks, uint64_t start_ticks)
 {
     if (pid <= 0)
         return 0;
@@ -81,5 +83,15 @@ int shm_process_alive(pid_t pid, uint64_t start_ticks)
      * with more than one thread, and those threads may still use the store. */
     if ((state == 'Z' || state == 'X') && threads <= 1)
         return 0;
-    return ticks == start_ticks;
+    return !match_ticks || ticks == start_ticks;
+}
+
+int shm_process_alive(pid_t pid, uint64_t start_ticks)
+{
+    return process_runs(pid, 1, start_ticks);
+}
+
+int shm_process_running(pid_t pid)
+{
+    return process_runs(pid, 0, 0);
 }

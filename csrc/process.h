@@ -13,7 +13,12 @@
 int shm_process_start_ticks(pid_t pid, uint64_t *ticks);
 
 /* Returns 1 if process pid exists and started at start_ticks, else 0. A pid
- * that was reused by a newer process counts as dead. */
+ * that was reused by a newer process counts as dead, and so does a zombie
+ * (exited, not yet reaped) whose threads have all exited. */
 int shm_process_alive(pid_t pid, uint64_t start_ticks);
+
+/* Returns 1 if process pid exists and has not exited, whatever its start
+ * time, else 0. Like shm_process_alive, a zombie counts as exited. */
+int shm_process_running(pid_t pid);
 
 #endif /* SHMSTORE_PROCESS_H */

@@ -438,10 +438,12 @@ static void test_process_liveness(void)
     uint64_t child_ticks = 0;
     CHECK_OK(shm_process_start_ticks(child, &child_ticks));
     CHECK(shm_process_alive(child, child_ticks) == 1);
+    CHECK(shm_process_running(child) == 1);
     CHECK(write(go[1], "g", 1) == 1);
     siginfo_t info;
     CHECK(waitid(P_PID, (id_t)child, &info, WEXITED | WNOWAIT) == 0);
     CHECK(shm_process_alive(child, child_ticks) == 0);
+    CHECK(shm_process_running(child) == 0);
     CHECK(waitpid(child, &status, 0) == child);
     close(go[0]);
     close(go[1]);
@@ -470,6 +472,7 @@ static void test_process_liveness(void)
     }
     CHECK(state == 'Z');
     CHECK(shm_process_alive(child, child_ticks) == 1);
+    CHECK(shm_process_running(child) == 1);
     CHECK(write(release[1], "r", 1) == 1);
     CHECK(waitid(P_PID, (id_t)child, &info, WEXITED | WNOWAIT) == 0);
     CHECK(shm_process_alive(child, child_ticks) == 0);
