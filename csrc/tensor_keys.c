@@ -5,6 +5,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fnmatch.h>
+#include <locale.h>
+#include <pthread.h>
 #include <string.h>
 #include <time.h>
 
@@ -174,6 +176,34 @@ int shmstore_copy(shmstore_client_t *client, const char *src_key, const char *ds
     return result;
 }
 
+/* Process-private: a UTF-8 character-type locale for matching keys, or
+ * (locale_t)0 when the C library has none. */
+static locale_t utf8_locale;
+static pthread_once_t utf8_locale_once = PTHREAD_ONCE_INIT;
+
+static void create_utf8_locale(void)
+{
+    /* NOTE: without a C.UTF-8 locale (glibc before 2.35 without the
+     * locales package) patterns match under the caller's locale, where
+     * '?' may match one byte of a multi-byte character. */
+    utf8_locale = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+/* Matches key against pattern with fnmatch(3) in a UTF-8 locale, so that
+ * '?' and bracket expressions match whole characters of the UTF-8 keys
+ * whatever locale the calling thread uses. Returns 1 on a match. */
+static int key_matches(const char *pattern, const char *key)
+{
+    pthread_once(&utf8_locale_once, create_utf8_locale);
+    if (utf8_locale == (locale_t)0)
+        return fnmatch(pattern, key, 0) == 0;
+
+    locale_t previous = uselocale(utf8_locale);
+    int result = fnmatch(pattern, key, 0);
+    uselocale(previous);
+    return result == 0;
+}
+
 int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
                        shmstore_key_callback callback, void *context)
 {
@@ -207,7 +237,7 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
         key[length] = '\0';
         shm_unpin_view(client, number);
 
-        if (fnmatch(pattern, key, 0) != 0)
+        if (!key_matches(pattern, key))
             continue;
         result = callback(key, length, context);
         if (result != 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 import shmstore
+from conftest import run_python
 
 
 @pytest.mark.timeout(60)
@@ -57,6 +59,29 @@ def test_keys_pattern(client):
     assert sorted(client.keys()) == ["field/long/name", "field/u", "field/v", "other"]
     assert sorted(client.keys("field/?")) == ["field/u", "field/v"]
     assert client.keys("absent*") == []
+
+
+# Lists the keys that match "a?" and "?本" under the locale of the environment it runs in.
+KEYS_UNDER_LOCALE = r"""
+import sys
+import shmstore
+
+client = shmstore.Client(sys.argv[1])
+print(sorted(client.keys("a?")), sorted(client.keys("?本")))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_keys_pattern_utf8_any_locale(client, store):
+    for key in ["aé", "ab", "abc", "日本"]:
+        client.put_tensor(key, np.ones(1))
+
+    for locale_name in ["C", "C.UTF-8"]:
+        environment = dict(os.environ, LC_ALL=locale_name)
+        result = run_python(KEYS_UNDER_LOCALE, store, env=environment)
+
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "['ab', 'aé'] ['日本']", locale_name
 
 
 @pytest.mark.timeout(60)

@@ -185,9 +185,11 @@ int shmstore_rename(shmstore_client_t *client, const char *old_key,
 int shmstore_copy(shmstore_client_t *client, const char *src_key,
                   const char *dst_key);
 
-/* Calls callback for every key matching the fnmatch(3) glob pattern. A
- * non-zero return of callback stops the walk and is returned. Keys put or
- * deleted during the walk may or may not be seen. */
+/* Calls callback for every key matching the fnmatch(3) glob pattern,
+ * matched in the C.UTF-8 locale whatever the caller's locale, so that '?'
+ * matches one UTF-8 character. A non-zero return of callback stops the
+ * walk and is returned. Keys put or deleted during the walk may or may not
+ * be seen. */
 typedef int (*shmstore_key_callback)(const char *key, size_t length, void *context);
 int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
                        shmstore_key_callback callback, void *context);
