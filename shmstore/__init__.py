@@ -8,14 +8,20 @@ from typing import Any
 
 from shmstore.errors import (
     ConnectionLostError,
+    InvalidArgumentError,
+    InvalidKeyError,
     KeyNotFoundError,
     LayoutMismatchError,
+    ModelError,
     OutOfMemoryError,
     ShapeMismatchError,
     ShmstoreError,
+    ShmstoreNotImplementedError,
     ShmstoreTimeoutError,
     StoreBusyError,
+    StoreFullError,
     StoreNotFoundError,
+    WorkerError,
 )
 
 __version__ = "0.1.0"
@@ -44,14 +50,20 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Client",
     "ConnectionLostError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
     "KeyNotFoundError",
     "LayoutMismatchError",
+    "ModelError",
     "OutOfMemoryError",
     "ShapeMismatchError",
     "ShmstoreError",
+    "ShmstoreNotImplementedError",
     "ShmstoreTimeoutError",
     "StoreBusyError",
+    "StoreFullError",
     "StoreNotFoundError",
+    "WorkerError",
     "store_stats",
     "wait_for_store",
 ]

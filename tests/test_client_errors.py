@@ -163,3 +163,14 @@ def test_put_extents_overflow_rejected(client):
     # A zero extent with a product of the others that fits is a valid empty tensor.
     client._core.put_begin("empty", float64, (0, 2 ** 40), _core.ORDER_C).commit()
     assert client.get_tensor("empty").shape == (0, 2 ** 40)
+
+
+@pytest.mark.timeout(30)
+def test_package_exports_every_error():
+    classes = [value for value in vars(errors).values()
+               if isinstance(value, type) and issubclass(value, shmstore.ShmstoreError)]
+
+    assert len(classes) > 10
+    for error_class in classes:
+        assert getattr(shmstore, error_class.__name__) is error_class
+        assert error_class.__name__ in shmstore.__all__
