@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "errors.h"
@@ -237,6 +238,44 @@ static int claim_slot(shmstore_client_t *client)
                     client->store.max_clients, client->name);
 }
 
+/* Returns 1 when a slot is DETACHED: its client left and the daemon has
+ * not freed it yet. */
+static int slot_being_freed(const shmstore_client_t *client)
+{
+    for (uint32_t s = 0; s < client->store.max_clients; s++) {
+        /* Relaxed: a hint whether waiting can help; the claim's CAS decides. */
+        uint64_t word = shm_load_relaxed(&client->store.slots[s].owner);
+        if (SHM_SLOT_STATE(word) == SHM_SLOT_DETACHED)
+            return 1;
+    }
+    return 0;
+}
+
+/* Claims a slot. When every slot is taken but some client has just
+ * detached, waits for the daemon to free that slot, up to the client's
+ * timeout, so that a process that closes and reopens clients in a loop is
+ * not rejected while the daemon catches up. */
+static int claim_slot_waiting(shmstore_client_t *client)
+{
+    /* Relaxed: no other thread can reach the handle yet. */
+    int timeout_ms = shm_load_relaxed(&client->timeout_ms);
+    int64_t deadline = shm_monotonic_ns() + (int64_t)timeout_ms * 1000000;
+
+    for (;;) {
+        int result = claim_slot(client);
+        if (result != SHMSTORE_EFULL || !slot_being_freed(client) ||
+            shm_monotonic_ns() >= deadline)
+            return result;
+        result = shm_client_check_alive(client);
+        if (result != 0)
+            return result;
+
+        shm_doorbell_ring(&client->store.header->doorbell);
+        struct timespec pause = {.tv_sec = 0, .tv_nsec = 1000000L};
+        nanosleep(&pause, NULL);
+    }
+}
+
 /* MADV_POPULATE_WRITE appeared in Linux 5.14; older kernels reject it
  * with EINVAL and the put just takes its page faults. */
 #ifndef MADV_POPULATE_WRITE
@@ -354,7 +393,7 @@ int shmstore_connect(const char *name, shmstore_client_t **out)
         goto fail;
     }
 
-    result = claim_slot(client);
+    result = claim_slot_waiting(client);
     if (result != 0) {
         pthread_mutex_destroy(&client->pin_mutex);
         free(client->pin_counts);

@@ -303,10 +303,10 @@ fail:
 }
 
 /* Frees everything a slot's client left: its reader bits (freeing versions
- * that were retired and are now unpinned), its UNPUBLISHED blocks and
- * any retired version whose last pin it cleared but did not free. Then
- * resets the slot's ring and frees the slot. */
-static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, uint64_t *bytes,
+ * that were retired and are now unpinned), its UNPUBLISHED blocks and,
+ * when it died, any retired version whose last pin it cleared but did not
+ * free. Then resets the slot's ring and frees the slot. */
+static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, int died, uint64_t *bytes,
                         uint64_t *views)
 {
     shm_store_t *store = &daemon->store;
@@ -326,9 +326,11 @@ static int reclaim_slot(shmstore_daemon_t *daemon, uint32_t slot, uint64_t *byte
     }
     *bytes += shm_alloc_free_owned(store, (int32_t)slot);
 
-    /* The client may have died between clearing its last pin of a retired
-     * version and freeing that version; no pin is left to free it later. */
-    *bytes += shm_descriptor_free_unpinned(store);
+    /* A dead client may have died between clearing its last pin of a
+     * retired version and freeing that version; no pin is left to free it
+     * later. A client that detached cleanly finished its releases. */
+    if (died)
+        *bytes += shm_descriptor_free_unpinned(store);
     shm_unlock(store);
 
     shm_spsc_init(slot_ring(daemon, slot), SHM_RING_CAPACITY);
@@ -380,7 +382,7 @@ static int scan_slots(shmstore_daemon_t *daemon, int check_deaths)
         uint64_t views = 0;
         if (state == SHM_SLOT_DETACHED) {
             announce(daemon, s, pid);
-            int result = reclaim_slot(daemon, s, &bytes, &views);
+            int result = reclaim_slot(daemon, s, 0, &bytes, &views);
             if (result == -ETIMEDOUT)
                 continue;
             if (result != 0)
@@ -405,7 +407,7 @@ static int scan_slots(shmstore_daemon_t *daemon, int check_deaths)
         if (alive)
             continue;
 
-        int result = reclaim_slot(daemon, s, &bytes, &views);
+        int result = reclaim_slot(daemon, s, 1, &bytes, &views);
         if (result == -ETIMEDOUT)
             continue;
         if (result != 0)

@@ -133,6 +133,32 @@ def test_limits_options(start_daemon):
 
 
 @pytest.mark.timeout(60)
+def test_reconnect_loop_reuses_slots(start_daemon):
+    daemon = start_daemon(memory="4M", args=["--max-clients", "2"])
+
+    # Each close leaves its slot to the daemon to free; a connect that finds every slot
+    # taken must wait for those frees instead of failing.
+    for round_number in range(300):
+        client = shmstore.Client(daemon.name)
+        client.put_tensor("round", np.full(1, round_number))
+        client.close()
+
+    with shmstore.Client(daemon.name) as client:
+        assert int(client.get_tensor("round")[0]) == 299
+
+    held = [shmstore.Client(daemon.name), shmstore.Client(daemon.name)]
+    try:
+        started = time.monotonic()
+        with pytest.raises(shmstore.StoreFullError):
+            shmstore.Client(daemon.name)
+        # No slot is being freed, so the connect fails at once.
+        assert time.monotonic() - started < 1.0
+    finally:
+        for client in held:
+            client.close()
+
+
+@pytest.mark.timeout(60)
 def test_name_from_environment(tmp_path):
     name = unique_store_name()
     log_path = tmp_path / "serve.log"
