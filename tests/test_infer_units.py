@@ -155,3 +155,21 @@ def test_worker_devices_parse():
     assert parse_worker_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
     with pytest.raises(ValueError, match="invalid device"):
         parse_worker_devices("gpu0")
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("text, seconds", [
+    ("", 250e-6),
+    ("0", 0.0),
+    ("1000", 1e-3),
+    ("100000", 0.1),
+    ("100001", 250e-6),
+    ("-5", 250e-6),
+    ("fast", 250e-6),
+])
+def test_worker_spin_from_env(monkeypatch, text, seconds):
+    from shmstore.inference.worker import worker_spin_seconds
+
+    monkeypatch.setenv("SHMSTORE_INFER_WORKER_SPIN_US", text)
+
+    assert worker_spin_seconds() == pytest.approx(seconds)
