@@ -13,6 +13,7 @@
 #include "descriptor.h"
 #include "errors.h"
 #include "index.h"
+#include "infer_model.h"
 #include "lock.h"
 #include "tensor.h"
 
@@ -222,6 +223,11 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
     shm_atomic_u64 *table = shm_index_active(store, &epoch);
     char key[SHMSTORE_KEY_MAX + 1];
 
+    /* Models, scripts and statistics live under an internal prefix; they are
+     * listed only when the pattern itself starts with that prefix. */
+    size_t internal_length = strlen(INFER_INTERNAL_PREFIX);
+    int hide_internal = strncmp(pattern, INFER_INTERNAL_PREFIX, internal_length) != 0;
+
     for (uint64_t at = 0; at <= store->index_mask; at++) {
         /* Acquire: pairs with the writer's release store of the bucket. */
         uint64_t word = shm_load_acquire(&table[at]);
@@ -237,6 +243,8 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
         key[length] = '\0';
         shm_unpin_view(client, number);
 
+        if (hide_internal && strncmp(key, INFER_INTERNAL_PREFIX, internal_length) == 0)
+            continue;
         if (!key_matches(pattern, key))
             continue;
         result = callback(key, length, context);

@@ -173,3 +173,13 @@ def test_threads_share_client(client, seed):
     assert failures == []
     for key, payload in payloads.items():
         assert int(client.get_tensor(key).sum()) == int(payload.sum()) + 49 * payload.size
+
+
+@pytest.mark.timeout(30)
+def test_c_list_hides_internal_keys(client) -> None:
+    client.put_tensor("__shmstore__/model/probe", np.zeros(3, dtype=np.uint8))
+    client.put_tensor("plain", np.zeros(3))
+
+    # The C listing itself (used by C and Fortran programs) hides the internal prefix.
+    assert client._core.keys("*") == ["plain"]
+    assert client._core.keys("__shmstore__/*") == ["__shmstore__/model/probe"]

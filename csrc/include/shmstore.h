@@ -189,7 +189,8 @@ int shmstore_copy(shmstore_client_t *client, const char *src_key,
  * matched in the C.UTF-8 locale whatever the caller's locale, so that '?'
  * matches one UTF-8 character. A non-zero return of callback stops the
  * walk and is returned. Keys put or deleted during the walk may or may not
- * be seen. */
+ * be seen. The internal keys of stored models and scripts (prefix
+ * "__shmstore__/") are listed only when pattern starts with that prefix. */
 typedef int (*shmstore_key_callback)(const char *key, size_t length, void *context);
 int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
                        shmstore_key_callback callback, void *context);
