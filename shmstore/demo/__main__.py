@@ -98,6 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     nx, ny = QUARTER_DEGREE_GRID if args.quarter_degree else args.grid
     out_dir = args.out.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "summary.txt").unlink(missing_ok=True)
 
     print(f"demo: building the Fortran ocean proxy in {out_dir}", flush=True)
     proxy = build_proxy(out_dir)
@@ -127,7 +128,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     print(f"demo: {nx} x {ny} grid, {args.ranks} ranks, {args.steps} steps, "
           f"{args.workers} worker(s) on {args.device}", flush=True)
-    return subprocess.call(command)
+    code = subprocess.call(command)
+    summary = out_dir / "summary.txt"
+    if code == 0 and summary.is_file():
+        print("\ndemo summary:")
+        print(summary.read_text(), end="")
+    return code
 
 
 if __name__ == "__main__":

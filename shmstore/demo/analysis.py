@@ -198,26 +198,30 @@ def main(argv: Optional[List[str]] = None) -> int:
         worst = check_sample(client, observation.ranks, args.model, args.sample, seed=0)
 
     columns = eke_map.size
-    print("\n".join(table))
-    print(f"grid {eke_map.shape[1]} x {eke_map.shape[0]} = {columns} columns, "
-          f"{args.ranks} ranks, {args.steps} steps")
-    print(f"throughput: {columns * args.steps / elapsed:.0f} inferences/s over the whole run "
-          f"({elapsed:.1f} s wall, as seen by the analysis process, which read "
-          f"{observation.reads} predictions during the run)")
+    summary = list(table)
+    summary.append(f"grid {eke_map.shape[1]} x {eke_map.shape[0]} = {columns} columns, "
+                   f"{args.ranks} ranks, {args.steps} steps")
+    summary.append(f"throughput: {columns * args.steps / elapsed:.0f} inferences/s over the "
+                   f"whole run ({elapsed:.1f} s wall, as seen by the analysis process, which "
+                   f"read {observation.reads} predictions during the run)")
     records = observation.records
     if len(records) >= 2 and records[-1].seen_at > records[0].seen_at:
         # The first step includes the workers' model load and warm-up, so it is left out.
         steady_s = records[-1].seen_at - records[0].seen_at
         steady_steps = records[-1].step - records[0].step
-        print(f"throughput after step {records[0].step}: "
-              f"{columns * steady_steps / steady_s:.0f} inferences/s "
-              f"({steady_steps} steps in {steady_s:.2f} s)")
+        summary.append(f"throughput after step {records[0].step}: "
+                       f"{columns * steady_steps / steady_s:.0f} inferences/s "
+                       f"({steady_steps} steps in {steady_s:.2f} s)")
     passed = worst <= args.rtol
-    print(f"check: {args.sample} columns per rank against the model called directly from "
-          f"Python: max relative difference {worst:.2e} (tolerance {args.rtol:.0e}) "
-          f"{'PASS' if passed else 'FAIL'}")
-    print(f"map of the last step's EKE: {png.resolve()}")
-    print(f"timings table: {(args.out / 'timings.txt').resolve()}")
+    summary.append(f"check: {args.sample} columns per rank against the model called directly "
+                   f"from Python: max relative difference {worst:.2e} (tolerance "
+                   f"{args.rtol:.0e}) {'PASS' if passed else 'FAIL'}")
+    summary.append(f"map of the last step's EKE: {png.resolve()}")
+    summary.append(f"timings table: {(args.out / 'timings.txt').resolve()}")
+
+    print("\n".join(summary))
+    # The demo driver prints this file again once the launch has stopped everything.
+    (args.out / "summary.txt").write_text("\n".join(summary) + "\n")
     return 0 if passed else 1
 
 
