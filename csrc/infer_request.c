@@ -428,6 +428,10 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
             infer_state_status(shm_load_acquire(&slot->state)) == INFER_DONE)
             goto read_result;
 
+        if (result != -EINTR && request->interrupted != NULL &&
+            request->interrupted(request->interrupt_context))
+            result = -EINTR;
+
         int daemon_alive = infer_segment_daemon_alive(segment, LIVENESS_INTERVAL_NS);
         if (result == -EINTR || !daemon_alive || deadline_ns <= shm_monotonic_ns()) {
             enum abandon_outcome outcome = abandon_request(segment, slot, sequence);

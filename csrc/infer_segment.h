@@ -93,6 +93,11 @@ typedef struct infer_request {
     uint32_t n_outputs;
     const char *const *outputs;
     int64_t timeout_ms;                /* > 0 */
+    /* Optional (NULL: none): called between waits of at most 100 ms. A
+     * non-zero return abandons the request as a signal does (-EINTR), so a
+     * binding can notice a signal that arrived outside a system call. */
+    int (*interrupted)(void *context);
+    void *interrupt_context;
 } infer_request_t;
 
 /* Submits request and waits for its result; see the protocol in

@@ -9,7 +9,8 @@ the GIL.
 
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
-from cpython.exc cimport PyErr_CheckSignals
+from cpython.exc cimport PyErr_CheckSignals, PyErr_Fetch, PyErr_Restore
+from cpython.ref cimport PyObject
 
 
 cdef extern from "errno.h":
@@ -46,6 +47,8 @@ cdef extern from "infer_segment.h" nogil:
         uint32_t n_outputs
         const char *const *outputs
         int64_t timeout_ms
+        int (*interrupted)(void *context) noexcept nogil
+        void *interrupt_context
 
     ctypedef struct infer_taken_t:
         uint32_t slot
@@ -147,6 +150,30 @@ cdef bytes _encode(object text, str what):
 cdef void _collect_key(const char *key, void *context) noexcept with gil:
     (<list>context).append(key.decode("utf-8", "replace"))
 
+
+
+cdef struct PendingSignal:
+    # The exception a signal handler raised during a wait, kept until the wait returns.
+    PyObject *type
+    PyObject *value
+    PyObject *traceback
+    int raised
+
+
+cdef int _signal_raised(void *context) noexcept nogil:
+    """Run pending Python signal handlers between waits; keep what they raise."""
+    cdef PendingSignal *pending = <PendingSignal *>context
+    with gil:
+        if PyErr_CheckSignals() != 0:
+            PyErr_Fetch(&pending.type, &pending.value, &pending.traceback)
+            pending.raised = 1
+            return 1
+    return 0
+
+
+cdef int _raise_pending(PendingSignal *pending) except -1:
+    PyErr_Restore(pending.type, pending.value, pending.traceback)
+    return -1
 
 cdef class Segment:
     """A mapped inference segment of one store."""
@@ -252,6 +279,15 @@ cdef class Segment:
         request.n_outputs = <uint32_t>len(output_bytes)
         request.outputs = output_array
         request.timeout_ms = timeout_ms
+        # A signal that arrives outside the futex wait (for example before the call starts)
+        # interrupts no system call, so the wait also runs the handlers every 100 ms.
+        cdef PendingSignal pending
+        pending.type = NULL
+        pending.value = NULL
+        pending.traceback = NULL
+        pending.raised = 0
+        request.interrupted = _signal_raised
+        request.interrupt_context = &pending
 
         cdef char message[INFER_ERROR_BYTES + 512]
         message[0] = 0
@@ -261,6 +297,8 @@ cdef class Segment:
         free(input_array)
         free(output_array)
 
+        if pending.raised:
+            _raise_pending(&pending)
         if code == -EINTR:
             # Let a pending KeyboardInterrupt through before the InferError.
             PyErr_CheckSignals()

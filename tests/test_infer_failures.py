@@ -167,7 +167,10 @@ def test_timeout_from_environment(one_worker, slow_rounds):
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_interrupts_run_model(one_worker, slow_rounds):
+@pytest.mark.parametrize("delay_s", [0.5, 0.0])
+def test_ctrl_c_interrupts_run_model(one_worker, slow_rounds, delay_s):
+    # With no delay the signal often arrives before the wait's system call, which it then
+    # cannot interrupt; the wait must still notice it within its 100 ms slices.
     with shmstore.Client(one_worker.name) as client:
         client.set_model("slow-interrupt", torch.jit.script(Slow(1.0)))
         client.put_tensor("slow-interrupt-in", slow_input(3 * slow_rounds))
@@ -187,7 +190,7 @@ def test_ctrl_c_interrupts_run_model(one_worker, slow_rounds):
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "running"
-    time.sleep(0.5)
+    time.sleep(delay_s)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=30)
 
