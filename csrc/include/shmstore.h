@@ -121,7 +121,7 @@ int shmstore_connect(const char *name, shmstore_client_t **out);
  * of them. Removes nothing from the store. */
 int shmstore_disconnect(shmstore_client_t *client);
 
-/* Sets how long (ms) a call may wait on a daemon that does not answer
+/* Sets how long (ms) a call may wait on a daemon that does not respond
  * before it fails with SHMSTORE_ELOST. Default: $SHMSTORE_TIMEOUT_MS, else
  * 3000. */
 int shmstore_set_timeout(shmstore_client_t *client, int timeout_ms);
@@ -132,7 +132,7 @@ int shmstore_check_daemon(shmstore_client_t *client);
 /* ---- tensors ------------------------------------------------------------- */
 
 /* Stores a copy of a contiguous tensor under key, replacing any tensor of
- * that key in one atomic step. dims holds ndim extents (ndim 0: a scalar). */
+ * that key in one atomic step. dims contains ndim extents (ndim 0: a scalar). */
 int shmstore_put(shmstore_client_t *client, const char *key, const void *data,
                  shmstore_dtype_t dtype, int ndim, const int64_t *dims,
                  shmstore_order_t order);
@@ -156,7 +156,7 @@ int shmstore_get(shmstore_client_t *client, const char *key, shmstore_view_t *vi
 /* Unpins a view filled by shmstore_get(). Safe to call once per view. */
 int shmstore_release(shmstore_view_t *view);
 
-/* Copies the tensor under key into out, which holds a tensor of the given
+/* Copies the tensor under key into out, which has room for a tensor of the given
  * dtype, rank, dims and order. Fails with SHMSTORE_EMISMATCH when dtype,
  * rank or dims differ. When only the order differs, the elements are
  * reordered so that out[i, j, ...] equals the stored [i, j, ...]. */
@@ -198,9 +198,9 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
 /* ---- inference ------------------------------------------------------------ */
 
 /* Stores a TorchScript model (the bytes of a file saved by torch.jit.save)
- * under key, with its settings, so that every rank and worker sees one copy.
+ * under key, with its settings, so that every rank and worker uses one copy.
  * backend: "TORCH". device: "CPU", "GPU" (first GPU) or "GPU:N".
- * batch_size: most samples (sum of the requests' first dimensions) per
+ * batch_size: maximum samples (sum of the requests' first dimensions) per
  * batch, 0 for no batching. A batch waits at most min_batch_timeout_ms for
  * min_batch_size samples. Storing again under key switches new requests to
  * the new model; requests in flight finish on the old one. */
