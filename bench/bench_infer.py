@@ -2,26 +2,34 @@
 
 Run from the repository root, after `pip install -e .` and `pip install torch==2.13.0`:
 
-    python -m bench.bench_infer                 # about two minutes on 2 cores
+    python -m bench.bench_infer                 # 18 cases of 2 s, about 3 minutes on 2 cores
+    python -m bench.bench_infer --rounds 3      # every case three times, bars summarised
     python -m bench.bench_infer --duration 0.5  # a quick check that every case runs
     python -m bench.bench_infer --quick         # only the cases of the bars, 0.3 s each
 
-It starts its own daemon with inference workers, stores the ML-EKE model twice (batching on,
-batch_size 4096; batching off, batch_size 0), and for 1, 4 and 8 client processes sending
-requests of 1, 16 and 64 rows it runs each case for a fixed time. Every request is one
-put_tensor of the input, one run_model and one get_tensor of the output. It prints
-inferences (rows) per second and request latency (median, p99) per case, then compares:
+It starts its own daemon (`shmstore serve --workers W --torch-threads T`, default one worker
+with one thread), stores the ML-EKE model twice (batching on, batch_size 4096; batching off,
+batch_size 0), and for 1, 4 and 8 client processes sending requests of 1, 16 and 64 rows it
+runs each case for a fixed time. Every request is one put_tensor of the input, one run_model
+and one get_tensor of the output. As an HPC job binds ranks and workers to separate cores,
+the daemon and its workers run on the last W x T CPUs and the clients on the others, when
+there are more CPUs than that (--no-bind turns this off).
 
-  (a) the service with batching on against the raw model called in one process on batches
-      of the mean size the workers formed, with as many torch threads as the workers have
-      together (bar: at least 80%);
+It prints inferences (rows) per second and request latency (median, p99) per case, then:
+
+  (a) the service with batching on against the raw model called in this process on the
+      workers' CPUs, on batches of the mean size the workers formed, with W x T torch
+      threads, timed right after the case; both rates are rows per wall second, slow calls
+      included (bar: at least 80%);
   (b) batching on against batching off for 8 clients sending 1 row (bar: at least 3x);
-  (c) one client sending 1 row with batching off against calling the model directly in one
-      process with one torch thread, like a worker (bar: at most 100 us more per request).
+  (c) the median latency of one client sending 1 row with batching off against the median
+      of the model called directly with one torch thread, timed right after that case (bar:
+      at most 100 us more).
 
-The bars are printed with PASS or FAIL, never asserted. The model is $SHMSTORE_EKE_MODEL, else
-../shared/models/ncar_ml_eke.pt next to the repository, else the project's own stand-in from
-shmstore.inference.eke_model (the output says which).
+The bars are printed with PASS or FAIL, never asserted. With --rounds N each round prints
+its table, and a summary gives each bar's median, lowest and highest value. The model is
+$SHMSTORE_EKE_MODEL, else ../shared/models/ncar_ml_eke.pt next to the repository, else the
+project's own stand-in from shmstore.inference.eke_model (the output says which).
 """
 
 from __future__ import annotations
@@ -75,6 +83,9 @@ class CaseResult:
     latency_median_us: float
     latency_p99_us: float
     mean_batch_rows: float
+    # The raw model's inferences/s at the mean batch size, timed right after the case
+    # (batching on only).
+    raw_rate: Optional[float] = None
 
     @property
     def inferences_per_s(self) -> float:
@@ -146,9 +157,12 @@ def describe_machine() -> str:
 class ServiceDaemon:
     """`python -m shmstore serve --workers N` under a unique name; stopped on exit."""
 
-    def __init__(self, workers: int, log_path: Path) -> None:
+    def __init__(self, workers: int, threads: int, log_path: Path,
+                 cpus: Optional[set] = None) -> None:
         self.name = f"bench-infer-{os.getpid()}"
         self.workers = workers
+        self.threads = threads
+        self.cpus = cpus
         self.log_path = log_path
         self.process: Optional[subprocess.Popen] = None
 
@@ -156,10 +170,12 @@ class ServiceDaemon:
         import shmstore
 
         command = [sys.executable, "-m", "shmstore", "serve", "--name", self.name, "--memory",
-                   "256M", "--workers", str(self.workers)]
+                   "256M", "--workers", str(self.workers),
+                   "--torch-threads", str(self.threads)]
         with open(self.log_path, "wb") as log_file:
             self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                            stdout=log_file, stderr=log_file)
+                                            stdout=log_file, stderr=log_file,
+                                            preexec_fn=_bind(self.cpus))
         try:
             shmstore.status.wait_for_store(self.name, 30)
             with shmstore.Client(self.name) as client:
@@ -173,8 +189,8 @@ class ServiceDaemon:
         except BaseException:
             self.stop()
             raise
-        log.info("started shmstore serve (pid %d), store %s, %d workers", self.process.pid,
-                 self.name, self.workers)
+        log.info("started shmstore serve (pid %d), store %s, %d workers x %d torch threads",
+                 self.process.pid, self.name, self.workers, self.threads)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -190,13 +206,14 @@ class ServiceDaemon:
                 self.process.wait()
 
 
-def run_case(store: str, key: str, clients: int, rows: int, duration_s: float) -> Dict:
-    """Run clients client processes for duration_s, all starting together once each is
-    ready; return their merged latencies."""
+def run_case(store: str, key: str, clients: int, rows: int, duration_s: float,
+             cpus: Optional[set] = None) -> Dict:
+    """Run clients client processes (bound to cpus when given) for duration_s, all starting
+    together once each is ready; return their merged latencies."""
     processes = [
         subprocess.Popen([sys.executable, "-c", CLIENT_CODE, store, key, str(rows), str(number)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=_bind(cpus))
         for number in range(clients)
     ]
     try:
@@ -225,22 +242,47 @@ def run_case(store: str, key: str, clients: int, rows: int, duration_s: float) -
     return {"latencies": latencies, "seconds": duration_s}
 
 
+def split_cpus(service_cpus: int) -> Tuple[Optional[set], Optional[set]]:
+    """Return (service CPUs, client CPUs): the last service_cpus of the CPUs this process
+    may use for the daemon and its workers, the rest for the clients. (None, None) when
+    there are not enough CPUs to keep one for the clients."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) <= service_cpus:
+        return None, None
+    return set(cpus[-service_cpus:]), set(cpus[:-service_cpus])
+
+
+def _bind(cpus: Optional[set]) -> Any:
+    """Return a preexec_fn that binds the child process to cpus (None: no binding)."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def percentile(samples: List[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def measure_service(store: str, duration_s: float, client_counts: Tuple[int, ...],
-                    row_counts: Tuple[int, ...]) -> List[CaseResult]:
+                    row_counts: Tuple[int, ...], raw_model: "RawModel", raw_threads: int,
+                    client_cpus: Optional[set] = None) -> Tuple[List[CaseResult], float]:
+    """Run every case; return the results and the direct call's median latency.
+
+    The raw model is timed right after each batched case, and the direct one-row call right
+    after the case of one client sending one row with batching off. Each baseline thus runs
+    under the same machine conditions as the case it is compared with.
+    """
     import shmstore
 
     results = []
+    direct_latency_s = None
     with shmstore.Client(store) as client:
         for batching, key in ((True, BATCHED_KEY), (False, SINGLE_KEY)):
             for clients in client_counts:
                 for rows in row_counts:
                     before = _settled_stats(client, key)
-                    case = run_case(store, key, clients, rows, duration_s)
+                    case = run_case(store, key, clients, rows, duration_s, client_cpus)
                     after = _settled_stats(client, key)
                     batches = after["batches"] - before["batches"]
                     samples = after["samples"] - before["samples"]
@@ -251,12 +293,19 @@ def measure_service(store: str, duration_s: float, client_counts: Tuple[int, ...
                         latency_median_us=statistics.median(latencies) * 1e6,
                         latency_p99_us=percentile(latencies, 0.99) * 1e6,
                         mean_batch_rows=samples / batches if batches else float(rows))
+                    if batching:
+                        result.raw_rate = raw_model.throughput(
+                            round(result.mean_batch_rows), raw_threads)
+                    elif clients == 1 and rows == 1:
+                        direct_latency_s = raw_model.latency(1, 1)
                     log.info("%s %d clients x %d rows: %.0f inferences/s, median %.0f us, "
                              "mean batch %.1f rows", "batched" if batching else "single",
                              clients, rows, result.inferences_per_s, result.latency_median_us,
                              result.mean_batch_rows)
                     results.append(result)
-    return results
+    if direct_latency_s is None:
+        direct_latency_s = raw_model.latency(1, 1)
+    return results, direct_latency_s
 
 
 def _settled_stats(client: Any, key: str) -> Dict[str, Any]:
@@ -271,42 +320,74 @@ def _settled_stats(client: Any, key: str) -> Dict[str, Any]:
         previous = current
 
 
-def measure_raw(model_path: Path, batch_rows: int, threads: int,
-                min_seconds: float = 0.5) -> Tuple[float, float]:
-    """Return (inferences/s, median seconds per call) of the model called directly on
-    batches of batch_rows rows with threads torch threads."""
-    import torch
+class RawModel:
+    """The model called directly in this process, as a user would without the service."""
 
-    torch.set_num_threads(threads)
-    model = torch.jit.load(str(model_path)).eval()
-    x = torch.randn(max(1, batch_rows), 4)
-    timings = []
-    with torch.inference_mode():
-        # TorchScript's profiling executor specialises a graph for the shapes it has seen
-        # over its first calls, so warm up well past them before timing.
-        warmup_end = time.monotonic() + 0.2
-        calls = 0
-        while calls < 20 or time.monotonic() < warmup_end:
-            model(x.clone())
-            calls += 1
-        deadline = time.monotonic() + min_seconds
-        while time.monotonic() < deadline or len(timings) < 20:
-            data = x.clone()  # the workers copy the batch out of the store too
-            began = time.perf_counter()
-            model(data)
-            timings.append(time.perf_counter() - began)
-    median = statistics.median(timings)
-    return max(1, batch_rows) / median, median
+    def __init__(self, model_path: Path, min_seconds: float = 0.5,
+                 cpus: Optional[set] = None) -> None:
+        import torch
+
+        self.torch = torch
+        self.model = torch.jit.load(str(model_path)).eval()
+        self.min_seconds = min_seconds
+        self.cpus = cpus            # timed on these CPUs (the workers' own), when given
+
+    def _time_calls(self, batch_rows: int, threads: int) -> Tuple[List[float], float]:
+        """Return the seconds of each call and the wall seconds of the timed loop."""
+        if self.cpus:
+            saved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, self.cpus)
+            try:
+                return self._time_calls_here(batch_rows, threads)
+            finally:
+                os.sched_setaffinity(0, saved)
+        return self._time_calls_here(batch_rows, threads)
+
+    def _time_calls_here(self, batch_rows: int, threads: int) -> Tuple[List[float], float]:
+        torch = self.torch
+        torch.set_num_threads(threads)
+        x = torch.randn(max(1, batch_rows), 4)
+        timings = []
+        with torch.inference_mode():
+            # TorchScript's profiling executor specialises a graph for the shapes it has
+            # seen over its first calls, so warm up well past them before timing.
+            warmup_end = time.monotonic() + 0.2
+            calls = 0
+            while calls < 20 or time.monotonic() < warmup_end:
+                self.model(x.clone())
+                calls += 1
+            began_loop = time.perf_counter()
+            deadline = time.monotonic() + self.min_seconds
+            while time.monotonic() < deadline or len(timings) < 20:
+                began = time.perf_counter()
+                # A copy per call, as the workers copy the batch out of the store: the
+                # ML-EKE model writes into its input.
+                self.model(x.clone())
+                timings.append(time.perf_counter() - began)
+            wall = time.perf_counter() - began_loop
+        return timings, wall
+
+    def throughput(self, batch_rows: int, threads: int) -> float:
+        """Inferences per second over a timed loop of calls on batch_rows rows: the same
+        statistic as the service's rate (rows per wall second, slow calls included)."""
+        timings, wall = self._time_calls(batch_rows, threads)
+        return max(1, batch_rows) * len(timings) / wall
+
+    def latency(self, batch_rows: int, threads: int) -> float:
+        """Median seconds of one call on batch_rows rows."""
+        timings, _wall = self._time_calls(batch_rows, threads)
+        return statistics.median(timings)
 
 
-def format_report(results: List[CaseResult], raw: Dict[Tuple[int, int], Tuple[float, float]],
-                  direct_latency_s: float, model_label: str, workers: int, threads: int,
-                  duration_s: float) -> str:
+def format_report(results: List[CaseResult], direct_latency_s: float, model_label: str,
+                  workers: int, threads: int, duration_s: float, binding: str) -> str:
     lines = [
         f"model: {model_label}",
         f"machine: {describe_machine()}",
-        f"service: {workers} CPU workers x {threads} torch thread(s); {duration_s:g} s per "
-        f"case; each request = put_tensor + run_model + get_tensor",
+        f"service: {workers} CPU worker(s) x {threads} torch thread(s); raw model: "
+        f"{workers * threads} torch thread(s); {duration_s:g} s per case; each request = "
+        f"put_tensor + run_model + get_tensor",
+        f"CPUs: {binding}",
         "",
         "| batching | clients | rows/request | inferences/s | latency median us | "
         "latency p99 us | mean batch rows | raw model at that batch, inferences/s | "
@@ -315,36 +396,68 @@ def format_report(results: List[CaseResult], raw: Dict[Tuple[int, int], Tuple[fl
     ]
     for result in results:
         raw_cell, ratio_cell = "", ""
-        if result.batching:
-            raw_rate = raw[(result.clients, result.rows)][0]
-            raw_cell = f"{raw_rate:,.0f}"
-            ratio_cell = f"{result.inferences_per_s / raw_rate:.2f}"
+        if result.raw_rate is not None:
+            raw_cell = f"{result.raw_rate:,.0f}"
+            ratio_cell = f"{result.inferences_per_s / result.raw_rate:.2f}"
         lines.append(
             f"| {'on' if result.batching else 'off'} | {result.clients} | {result.rows} | "
             f"{result.inferences_per_s:,.0f} | {result.latency_median_us:,.0f} | "
             f"{result.latency_p99_us:,.0f} | {result.mean_batch_rows:.1f} | {raw_cell} | "
             f"{ratio_cell} |")
 
-    by_case = {(r.batching, r.clients, r.rows): r for r in results}
     lines.append("")
     lines.append("| bar | measured | target | result |")
     lines.append("|---|---|---|---|")
+    for bar in evaluate_bars(results, direct_latency_s):
+        lines.append(f"| {bar.name} | {bar.text} | {bar.target} | "
+                     f"{'PASS' if bar.passed else 'FAIL'} |")
+    return "\n".join(lines)
+
+
+@dataclass
+class Bar:
+    """One performance bar: what was measured and whether it holds."""
+
+    name: str
+    value: float
+    text: str
+    target: str
+    passed: bool
+
+
+def evaluate_bars(results: List[CaseResult], direct_latency_s: float) -> List[Bar]:
+    bars = []
     for result in results:
-        if result.batching:
-            clients, rows = result.clients, result.rows
-            ratio = result.inferences_per_s / raw[(clients, rows)][0]
-            lines.append(f"| service / raw model, {clients} clients x {rows} rows | "
-                         f"{ratio:.2f} | >= {THROUGHPUT_BAR:.2f} | "
-                         f"{'PASS' if ratio >= THROUGHPUT_BAR else 'FAIL'} |")
+        if result.raw_rate is None:
+            continue
+        ratio = result.inferences_per_s / result.raw_rate
+        bars.append(Bar(f"service / raw model, {result.clients} clients x {result.rows} rows",
+                        ratio, f"{ratio:.2f}", f">= {THROUGHPUT_BAR:.2f}",
+                        ratio >= THROUGHPUT_BAR))
+
+    by_case = {(r.batching, r.clients, r.rows): r for r in results}
     gain = (by_case[(True, 8, 1)].inferences_per_s /
             by_case[(False, 8, 1)].inferences_per_s)
-    lines.append(f"| batching on / off, 8 clients x 1 row | {gain:.2f} | >= "
-                 f"{BATCHING_GAIN_BAR:.1f} | {'PASS' if gain >= BATCHING_GAIN_BAR else 'FAIL'} |")
+    bars.append(Bar("batching on / off, 8 clients x 1 row", gain, f"{gain:.2f}",
+                    f">= {BATCHING_GAIN_BAR:.1f}", gain >= BATCHING_GAIN_BAR))
     overhead_us = by_case[(False, 1, 1)].latency_median_us - direct_latency_s * 1e6
-    lines.append(f"| service latency - direct call, 1 client x 1 row, batching off | "
-                 f"{overhead_us:,.0f} us (direct {direct_latency_s * 1e6:,.0f} us) | <= "
-                 f"{OVERHEAD_BAR_US:.0f} us | "
-                 f"{'PASS' if overhead_us <= OVERHEAD_BAR_US else 'FAIL'} |")
+    bars.append(Bar("service latency - direct call, 1 client x 1 row, batching off",
+                    overhead_us,
+                    f"{overhead_us:,.0f} us (direct {direct_latency_s * 1e6:,.0f} us)",
+                    f"<= {OVERHEAD_BAR_US:.0f} us", overhead_us <= OVERHEAD_BAR_US))
+    return bars
+
+
+def format_rounds(rounds: List[List[Bar]]) -> str:
+    """Summarise the bars of several rounds: median, lowest and highest value."""
+    lines = [f"bars over {len(rounds)} rounds", "",
+             "| bar | median | lowest | highest | target | rounds passed |",
+             "|---|---|---|---|---|---|"]
+    for position, first in enumerate(rounds[0]):
+        values = [bars[position].value for bars in rounds]
+        passed = sum(bars[position].passed for bars in rounds)
+        lines.append(f"| {first.name} | {statistics.median(values):,.2f} | {min(values):,.2f} | "
+                     f"{max(values):,.2f} | {first.target} | {passed} of {len(rounds)} |")
     return "\n".join(lines)
 
 
@@ -352,8 +465,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--duration", type=float, default=2.0,
                         help="seconds each case runs (default 2)")
-    parser.add_argument("--workers", type=int, default=2,
-                        help="inference workers of the daemon (default 2)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="inference workers of the daemon (default 1)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per worker (default 1); the raw model gets "
+                             "workers x threads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every case this many times and summarise the bars "
+                             "(default 1)")
+    parser.add_argument("--no-bind", action="store_true",
+                        help="do not bind the daemon and its workers to the last "
+                             "workers x threads CPUs and the clients to the others")
     parser.add_argument("--json", type=Path, default=None,
                         help="also write the results as JSON to this file")
     parser.add_argument("--quick", action="store_true",
@@ -368,37 +490,52 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     import shmstore
     import shmstore.status  # noqa: F401  (ServiceDaemon uses it)
-    from shmstore.inference.service import default_threads
 
-    threads = default_threads(arguments.workers)
+    workers, threads = arguments.workers, arguments.threads
+    rounds: List[List[Bar]] = []
+    records = []
     with tempfile.TemporaryDirectory(prefix="bench-infer-") as work:
         work_dir = Path(work)
         model_path, model_label = find_model(work_dir)
-        with ServiceDaemon(arguments.workers, work_dir / "daemon.log") as daemon:
+        service_cpus, client_cpus = (None, None) if arguments.no_bind else \
+            split_cpus(workers * threads)
+        binding = "not bound"
+        if service_cpus and client_cpus:
+            binding = (f"daemon, workers and raw model on {sorted(service_cpus)}, clients on "
+                       f"{sorted(client_cpus)}")
+        log.info("CPUs: %s", binding)
+        raw_model = RawModel(model_path, min_seconds=min(0.5, arguments.duration),
+                             cpus=service_cpus)
+        with ServiceDaemon(workers, threads, work_dir / "daemon.log",
+                           service_cpus) as daemon:
             with shmstore.Client(daemon.name) as client:
                 client.set_model_from_file(BATCHED_KEY, model_path, batch_size=MAX_BATCH_ROWS)
                 client.set_model_from_file(SINGLE_KEY, model_path, batch_size=0)
-            results = measure_service(daemon.name, arguments.duration, client_counts,
-                                      row_counts)
+            for number in range(max(1, arguments.rounds)):
+                results, direct_latency_s = measure_service(
+                    daemon.name, arguments.duration, client_counts, row_counts, raw_model,
+                    workers * threads, client_cpus)
+                if arguments.rounds > 1:
+                    print(f"round {number + 1} of {arguments.rounds}")
+                print(format_report(results, direct_latency_s, model_label, workers,
+                                    threads, arguments.duration, binding), flush=True)
+                print()
+                rounds.append(evaluate_bars(results, direct_latency_s))
+                records.append({
+                    "cases": [dict(vars(result), inferences_per_s=result.inferences_per_s)
+                              for result in results],
+                    "direct_latency_us": direct_latency_s * 1e6,
+                })
 
-    raw = {}
-    for result in results:
-        if result.batching:
-            raw[(result.clients, result.rows)] = measure_raw(
-                model_path, round(result.mean_batch_rows), threads * arguments.workers)
-    _rate, direct_latency_s = measure_raw(model_path, 1, threads)
-
-    report = format_report(results, raw, direct_latency_s, model_label, arguments.workers,
-                           threads, arguments.duration)
-    print(report)
+    if len(rounds) > 1:
+        print(format_rounds(rounds))
     if arguments.json is not None:
         arguments.json.write_text(json.dumps({
             "model": model_label,
             "machine": describe_machine(),
-            "cases": [dict(vars(result), inferences_per_s=result.inferences_per_s)
-                      for result in results],
-            "raw": {f"{clients}x{rows}": value for (clients, rows), value in raw.items()},
-            "direct_latency_us": direct_latency_s * 1e6,
+            "workers": workers,
+            "threads": threads,
+            "rounds": records,
         }, indent=2))
     return 0
 

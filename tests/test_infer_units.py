@@ -173,3 +173,42 @@ def test_worker_spin_from_env(monkeypatch, text, seconds):
     monkeypatch.setenv("SHMSTORE_INFER_WORKER_SPIN_US", text)
 
     assert worker_spin_seconds() == pytest.approx(seconds)
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("arrays, rows, mergeable", [
+    ([((3, 4), "float32")], 3, True),
+    ([((3, 4), "float32"), ((3,), "int64")], 3, True),
+    ([((3, 4), "float32"), ((2, 4), "float32")], 3, False),
+    ([((), "float32")], 0, False),
+    ([], 0, False),
+])
+def test_describe_inputs(arrays, rows, mergeable):
+    import numpy as np
+
+    from shmstore.inference.batcher import describe_inputs
+    from shmstore.inference.worker import StoredInput
+
+    tensors = [StoredInput(np.zeros(shape, dtype), False) for shape, dtype in arrays]
+
+    found_rows, signature = describe_inputs(tensors, 1)
+
+    assert found_rows == rows
+    assert (signature is not None) == mergeable
+
+
+@pytest.mark.timeout(10)
+def test_describe_inputs_tells_dtypes_and_shapes_apart():
+    import numpy as np
+
+    from shmstore.inference.batcher import describe_inputs
+    from shmstore.inference.worker import StoredInput
+
+    def signature(shape, dtype, bfloat16=False, outputs=1):
+        return describe_inputs([StoredInput(np.zeros(shape, dtype), bfloat16)], outputs)[1]
+
+    assert signature((2, 4), "float32") == signature((5, 4), "float32")
+    assert signature((2, 4), "float32") != signature((2, 4), "float64")
+    assert signature((2, 4), "float32") != signature((2, 5), "float32")
+    assert signature((2, 4), "uint16") != signature((2, 4), "uint16", bfloat16=True)
+    assert signature((2, 4), "float32") != signature((2, 4), "float32", outputs=2)

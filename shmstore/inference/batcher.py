@@ -15,7 +15,7 @@ import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class PendingRequest:
     """A request a worker took and has not completed yet."""
 
@@ -39,16 +39,25 @@ class PendingRequest:
 def describe_inputs(tensors: List[Any], n_outputs: int) -> Tuple[int, Optional[Tuple]]:
     """Return (rows, signature) of a request's input tensors; signature None: not mergeable.
 
-    tensors need .shape and .dtype_name (StoredInput in the worker).
+    tensors need .shape and .dtype_key, a hashable that tells dtypes apart (StoredInput in
+    the worker). This runs for every request, so it avoids generator expressions.
     """
-    if not tensors or any(len(tensor.shape) == 0 for tensor in tensors):
+    if not tensors:
         return 0, None
-    rows = int(tensors[0].shape[0])
-    if any(int(tensor.shape[0]) != rows for tensor in tensors):
-        return rows, None
-    signature = (n_outputs,) + tuple(
-        (tensor.dtype_name, tuple(tensor.shape[1:])) for tensor in tensors)
-    return rows, signature
+    first_shape = tensors[0].shape
+    if not first_shape:
+        return 0, None
+    rows = first_shape[0]
+    signature: List[Any] = [n_outputs]
+    for tensor in tensors:
+        shape = tensor.shape
+        if not shape:
+            return 0, None
+        if shape[0] != rows:
+            return int(rows), None
+        signature.append(tensor.dtype_key)
+        signature.append(shape[1:])
+    return int(rows), tuple(signature)
 
 
 @dataclasses.dataclass(frozen=True)

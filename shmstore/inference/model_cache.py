@@ -39,6 +39,13 @@ class LoadedModel:
     settings: blob.BlobSettings
     module: Any                 # torch.jit.ScriptModule, or torch.jit.CompilationUnit
     device: Any                 # torch.device the module runs on
+    batching: Any = None        # BatchSettings from settings, built once
+
+    def __post_init__(self) -> None:
+        from shmstore.inference.batcher import BatchSettings
+
+        self.batching = BatchSettings(self.settings.batch_size, self.settings.min_batch_size,
+                                      self.settings.min_batch_timeout_ms)
 
 
 class ModelCache:
