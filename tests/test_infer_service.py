@@ -70,6 +70,28 @@ class Expand(torch.nn.Module):
         return torch.cat([x, x * 2.0, x * 3.0], 0)
 
 
+class AtMostRows(torch.nn.Module):
+    """RowModel's rows plus x * 2, and an error when called with more than limit rows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.rows = RowModel()
+
+    def forward(self, x: torch.Tensor):
+        if x.shape[0] > self.limit:
+            raise RuntimeError("called with more rows than the limit")
+        return self.rows(x), x * 2.0
+
+
+class DoublesInPlace(torch.nn.Module):
+    """Writes into its input, then returns twice its rows: it cannot run in chunks."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.add_(1.0)
+        return torch.cat([x, x], 0)
+
+
 SCRIPT = textwrap.dedent("""
     def scale(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
         return x * factor
@@ -404,6 +426,54 @@ def test_expand_alone_returns_full(client):
     got = client.get_tensor("expand-out")
     assert got.shape == (3, 4)
     np.testing.assert_array_equal(got, np.concatenate([x, 2 * x, 3 * x]))
+
+
+# ---- requests larger than batch_size -----------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_large_request_runs_in_chunks(client, seed):
+    client.set_model("chunked", torch.jit.script(AtMostRows(8)), batch_size=8)
+    x = np.random.default_rng(seed).standard_normal((21, 4)).astype(np.float32)
+    client.put_tensor("chunked-in", x)
+
+    client.run_model("chunked", ["chunked-in"], ["chunked-rows", "chunked-double"])
+
+    with torch.no_grad():
+        expected = RowModel()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(client.get_tensor("chunked-rows"), expected, rtol=1e-6)
+    np.testing.assert_array_equal(client.get_tensor("chunked-double"), 2 * x)
+
+
+@pytest.mark.timeout(60)
+def test_unsplittable_request_runs_whole(client):
+    client.set_model("in-place", torch.jit.script(DoublesInPlace()), batch_size=4)
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    client.put_tensor("in-place-in", x)
+
+    client.run_model("in-place", ["in-place-in"], ["in-place-out"])
+
+    got = client.get_tensor("in-place-out")
+    assert got.shape == (20, 4)
+    np.testing.assert_array_equal(got, np.concatenate([x + 1, x + 1]))
+    np.testing.assert_array_equal(client.get_tensor("in-place-in"), x)
+
+
+@pytest.mark.timeout(120)
+def test_eke_in_chunks_matches_direct_call(client, seed):
+    path = eke_model_path()
+    if not path.is_file():
+        pytest.skip(f"ML-EKE model not found at {path}; set SHMSTORE_EKE_MODEL")
+    client.set_model_from_file("eke-chunks", path, batch_size=1000)
+    x = np.random.default_rng(seed).standard_normal((4096, 4)).astype(np.float32)
+    client.put_tensor("eke-chunks-in", x)
+
+    client.run_model("eke-chunks", ["eke-chunks-in"], ["eke-chunks-out"])
+
+    with torch.no_grad():
+        expected = torch.jit.load(str(path))(torch.from_numpy(x.copy())).numpy()
+    got = client.get_tensor("eke-chunks-out")
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 # ---- statistics, status and the C API ----------------------------------------------------------

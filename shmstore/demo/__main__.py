@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mpi", action="store_true", help="run the ranks under mpirun")
     parser.add_argument("--workers", type=int, default=1, help="inference workers (default 1)")
     parser.add_argument("--device", default="cpu", help="inference device (default cpu)")
-    parser.add_argument("--batch-size", type=int, default=65536,
-                        help="maximum rows the workers put in one batch (default 65536)")
+    parser.add_argument("--batch-size", type=int, default=4096,
+                        help="maximum rows per model call: requests merge up to it, and "
+                             "larger ones run in chunks of at most that size (default 4096)")
     parser.add_argument("--min-batch-size", type=int, default=0,
                         help="rows a batch waits for (default 0: run what has arrived)")
     parser.add_argument("--min-batch-timeout", type=int, default=0,

@@ -273,9 +273,14 @@ class Worker:
             request.started_ns = request.started_ns or started_ns
         try:
             inputs = self._batch_inputs(batch, loaded.device)
-            # The worker runs in inference mode (run()), and forward() skips the hook
-            # handling of nn.Module.__call__.
-            result = loaded.module.forward(*inputs)
+            limit = loaded.settings.batch_size
+            if 0 < limit < batch[0].rows and len(batch) == 1 and \
+                    batch[0].signature is not None:
+                result = self._run_in_chunks(loaded, batch, inputs, limit)
+            else:
+                # The worker runs in inference mode (run()), and forward() skips the hook
+                # handling of nn.Module.__call__.
+                result = loaded.module.forward(*inputs)
         except Exception as error:  # Any model failure is the request's error, not ours.
             if len(batch) > 1:
                 for request in batch:
@@ -290,6 +295,36 @@ class Worker:
         samples = sum(request.rows for request in batch) or len(batch)
         self._model_stats(loaded.key).record_batch(samples, compute_s)
         self.batches_uncounted += 1
+
+    def _run_in_chunks(self, loaded: LoadedModel, batch: List[PendingRequest],
+                       inputs: List[Any], limit: int) -> Any:
+        """Run one request of more than batch_size rows in nearly equal chunks of at most
+        batch_size rows and concatenate the outputs, as the model returns them.
+
+        A model stored with batch_size > 0 treats rows independently, and it runs faster
+        on chunks of a few thousand rows than on tens of thousands at once (ML-EKE on one
+        CPU thread: about 44,000 rows/s at 4096 rows, 22,500 at 16384). When an output's
+        first dimension does not follow the chunk's rows, the rows cannot be split, so the
+        request runs whole on a fresh copy of its inputs (the model may have written into
+        the first).
+        """
+        rows = batch[0].rows
+        count = -(-rows // limit)
+        bounds = [rows * number // count for number in range(count + 1)]
+        pieces: List[List[Any]] = []
+        single = True
+        for start, end in zip(bounds, bounds[1:]):
+            result = loaded.module.forward(*[tensor[start:end] for tensor in inputs])
+            single = not isinstance(result, (tuple, list))
+            outputs = [result] if single else list(result)
+            if any(not isinstance(output, torch.Tensor) or output.ndim == 0 or
+                   output.shape[0] != end - start for output in outputs):
+                return loaded.module.forward(*self._batch_inputs(batch, loaded.device))
+            pieces.append(outputs)
+
+        merged = [torch.cat([chunk[position] for chunk in pieces])
+                  for position in range(len(pieces[0]))]
+        return merged[0] if single else tuple(merged)
 
     @staticmethod
     def _batch_inputs(batch: List[PendingRequest], device: Any) -> List[Any]:
