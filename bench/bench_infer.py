@@ -63,10 +63,10 @@ MAX_BATCH_ROWS = 4096
 WORKER_START_TIMEOUT_S = 120.0
 
 THROUGHPUT_BAR = 0.80        # service / raw model at the mean batch size formed
-# NOTE: with 8 clients and 2 workers the batches average about 3.5 rows. At that size the
-# ML-EKE model itself gains only 2.2x (3 rows) to 2.9x (4 rows) over single rows, timed in
-# one process with one torch thread. So this bar passes only when the service's per-request
-# cost slows batching off more than batching on.
+# NOTE: with 8 clients of 1 row the batches settle at about 4 rows, half the clients, and
+# at 4 rows the ML-EKE model itself gains at most 2.7x over 1 row on one CPU thread. So
+# this bar fails on 2 cores: larger batches would need the worker to wait for clients that
+# share one core (BENCHMARKS.md, "What the runs show").
 BATCHING_GAIN_BAR = 3.0      # batching on / off, 8 clients x 1 row
 OVERHEAD_BAR_US = 100.0      # service latency - direct call latency, 1 client x 1 row
 
