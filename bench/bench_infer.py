@@ -207,11 +207,13 @@ class ServiceDaemon:
 
 
 def run_case(store: str, key: str, clients: int, rows: int, duration_s: float,
-             cpus: Optional[set] = None) -> Dict:
+             cpus: Optional[set] = None, c_client: Optional[str] = None) -> Dict:
     """Run clients client processes (bound to cpus when given) for duration_s, all starting
-    together once each is ready; return their merged latencies."""
+    together once each is ready; return their merged latencies. c_client: the compiled C
+    client to run instead of the Python one."""
+    program = [c_client] if c_client else [sys.executable, "-c", CLIENT_CODE]
     processes = [
-        subprocess.Popen([sys.executable, "-c", CLIENT_CODE, store, key, str(rows), str(number)],
+        subprocess.Popen(program + [store, key, str(rows), str(number)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, preexec_fn=_bind(cpus))
         for number in range(clients)
@@ -266,7 +268,8 @@ def percentile(samples: List[float], fraction: float) -> float:
 
 def measure_service(store: str, duration_s: float, client_counts: Tuple[int, ...],
                     row_counts: Tuple[int, ...], raw_model: "RawModel", raw_threads: int,
-                    client_cpus: Optional[set] = None) -> Tuple[List[CaseResult], float]:
+                    client_cpus: Optional[set] = None,
+                    c_client: Optional[str] = None) -> Tuple[List[CaseResult], float]:
     """Run every case; return the results and the direct call's median latency.
 
     The raw model is timed right after each batched case, and the direct one-row call right
@@ -282,7 +285,8 @@ def measure_service(store: str, duration_s: float, client_counts: Tuple[int, ...
             for clients in client_counts:
                 for rows in row_counts:
                     before = _settled_stats(client, key)
-                    case = run_case(store, key, clients, rows, duration_s, client_cpus)
+                    case = run_case(store, key, clients, rows, duration_s, client_cpus,
+                                    c_client)
                     after = _settled_stats(client, key)
                     batches = after["batches"] - before["batches"]
                     samples = after["samples"] - before["samples"]
@@ -380,13 +384,14 @@ class RawModel:
 
 
 def format_report(results: List[CaseResult], direct_latency_s: float, model_label: str,
-                  workers: int, threads: int, duration_s: float, binding: str) -> str:
+                  workers: int, threads: int, duration_s: float, binding: str,
+                  clients_label: str = "Python clients") -> str:
     lines = [
         f"model: {model_label}",
         f"machine: {describe_machine()}",
         f"service: {workers} CPU worker(s) x {threads} torch thread(s); raw model: "
         f"{workers * threads} torch thread(s); {duration_s:g} s per case; each request = "
-        f"put_tensor + run_model + get_tensor",
+        f"put_tensor + run_model + get_tensor from {clients_label}",
         f"CPUs: {binding}",
         "",
         "| batching | clients | rows/request | inferences/s | latency median us | "
@@ -473,6 +478,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=1,
                         help="run every case this many times and summarise the bars "
                              "(default 1)")
+    parser.add_argument("--clients", choices=("c", "python"), default="c",
+                        help="client processes in C, like the ranks of a simulation "
+                             "(default; compiled with gcc against libshmstore), or in Python")
     parser.add_argument("--no-bind", action="store_true",
                         help="do not bind the daemon and its workers to the last "
                              "workers x threads CPUs and the clients to the others")
@@ -504,6 +512,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             binding = (f"daemon, workers and raw model on {sorted(service_cpus)}, clients on "
                        f"{sorted(client_cpus)}")
         log.info("CPUs: %s", binding)
+        c_client = None
+        if arguments.clients == "c":
+            from bench.c_bench import compile_program
+
+            c_client = compile_program(work, str(REPO_ROOT / "bench/c/infer_client.c"))
         raw_model = RawModel(model_path, min_seconds=min(0.5, arguments.duration),
                              cpus=service_cpus)
         with ServiceDaemon(workers, threads, work_dir / "daemon.log",
@@ -514,11 +527,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             for number in range(max(1, arguments.rounds)):
                 results, direct_latency_s = measure_service(
                     daemon.name, arguments.duration, client_counts, row_counts, raw_model,
-                    workers * threads, client_cpus)
+                    workers * threads, client_cpus, c_client)
                 if arguments.rounds > 1:
                     print(f"round {number + 1} of {arguments.rounds}")
                 print(format_report(results, direct_latency_s, model_label, workers,
-                                    threads, arguments.duration, binding), flush=True)
+                                    threads, arguments.duration, binding,
+                                    f"{'C' if c_client else 'Python'} clients"), flush=True)
                 print()
                 rounds.append(evaluate_bars(results, direct_latency_s))
                 records.append({

@@ -32,19 +32,21 @@ def config_flags(option: str) -> list[str]:
     return shlex.split(result.stdout)
 
 
-def compile_program(directory: str) -> str:
-    """Compile bench_store.c with gcc -O2 into directory and return the executable's path."""
+def compile_program(directory: str, source: str = SOURCE) -> str:
+    """Compile source (default bench_store.c) with gcc -O2 against libshmstore into
+    directory and return the executable's path."""
     gcc = shutil.which("gcc")
     if gcc is None:
         raise CBenchError("gcc not found on PATH; install it with `apt-get install -y gcc`")
 
-    executable = os.path.join(directory, "bench_store")
+    name = os.path.splitext(os.path.basename(source))[0]
+    executable = os.path.join(directory, name)
     command = ([gcc, "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror"]
-               + config_flags("--cflags") + [SOURCE, "-o", executable]
+               + config_flags("--cflags") + [source, "-o", executable]
                + config_flags("--libs"))
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if result.returncode != 0:
-        raise CBenchError(f"compiling {SOURCE} failed:\n{shlex.join(command)}\n"
+        raise CBenchError(f"compiling {source} failed:\n{shlex.join(command)}\n"
                           f"{result.stderr}")
     return executable
 

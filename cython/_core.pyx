@@ -572,6 +572,68 @@ cdef class Client:
         finally:
             PyBuffer_Release(&source)
 
+    def put_rows(self, keys, data, int dtype, shape, rows):
+        """Store consecutive blocks of rows of data under keys, one C call per key.
+
+        data is a C-contiguous buffer of the given dtype and shape; block i is the next
+        rows[i] rows along dimension 0 and keeps the other extents. Used by the inference
+        workers to hand each request of a batch its own rows. Returns a list with one result
+        code per key (0 or a negative code); an error does not stop the later keys.
+        """
+        cdef c.shmstore_client_t *handle = self.require()
+        cdef int ndim = len(shape)
+        cdef int64_t dims[c.SHMSTORE_NDIM_MAX]
+        cdef Py_buffer source
+        cdef size_t row_bytes
+        cdef size_t offset = 0
+        cdef bytes encoded
+        cdef const char *key_ptr
+        cdef const char *base
+        cdef int rc
+        cdef int i
+
+        if ndim < 1 or ndim > c.SHMSTORE_NDIM_MAX:
+            raise ValueError(f"put_rows needs a tensor of rank 1 to {c.SHMSTORE_NDIM_MAX}, "
+                             f"not {ndim}")
+        if len(keys) != len(rows):
+            raise ValueError(f"put_rows got {len(keys)} keys for {len(rows)} row counts")
+        if sum(rows) != shape[0]:
+            raise ValueError(f"put_rows: row counts add up to {sum(rows)}, but the tensor "
+                             f"has {shape[0]} rows")
+        for i in range(ndim):
+            dims[i] = shape[i]
+        row_bytes = c.shmstore_dtype_size(dtype)
+        for i in range(1, ndim):
+            row_bytes *= <size_t>dims[i]
+
+        results = []
+        PyObject_GetBuffer(data, &source, PyBUF_C_CONTIGUOUS)
+        try:
+            check_buffer_length("put_rows", "data", source.len, dtype, shape)
+            base = <const char *>source.buf
+            for key, count in zip(keys, rows):
+                try:
+                    encoded = encode_key(key)
+                except ValueError:
+                    results.append(-EINVAL)
+                    offset += row_bytes * <size_t>count
+                    continue
+                key_ptr = encoded
+                dims[0] = count
+                while True:
+                    with nogil:
+                        rc = c.shmstore_put(handle, key_ptr, base + offset,
+                                            <c.shmstore_dtype_t>dtype, ndim, dims,
+                                            c.SHMSTORE_ORDER_C)
+                    if rc != -EINTR:
+                        break
+                    PyErr_CheckSignals()
+                results.append(rc)
+                offset += row_bytes * <size_t>count
+        finally:
+            PyBuffer_Release(&source)
+        return results
+
     def get(self, key):
         """Pin the current version of key and return a View of it."""
         cdef c.shmstore_client_t *handle = self.require()

@@ -183,3 +183,46 @@ def test_c_list_hides_internal_keys(client) -> None:
     # The C listing itself (used by C and Fortran programs) hides the internal prefix.
     assert client._core.keys("*") == ["plain"]
     assert client._core.keys("__shmstore__/*") == ["__shmstore__/model/probe"]
+
+
+@pytest.mark.timeout(60)
+def test_put_rows_splits_by_rows(client):
+    from shmstore import _core
+
+    data = np.arange(24, dtype=np.float32).reshape(6, 2, 2)
+    code = _core.DTYPE_CODES["float32"]
+
+    codes = client._core.put_rows(["a", "b", "c"], data, code, data.shape, [1, 0, 5])
+
+    assert codes == [0, 0, 0]
+    np.testing.assert_array_equal(client.get_tensor("a"), data[:1])
+    assert client.get_tensor("b").shape == (0, 2, 2)
+    np.testing.assert_array_equal(client.get_tensor("c"), data[1:])
+
+
+@pytest.mark.timeout(60)
+def test_put_rows_invalid_key_fails_alone(client):
+    from shmstore import _core
+
+    data = np.arange(4, dtype=np.int64)
+    code = _core.DTYPE_CODES["int64"]
+
+    codes = client._core.put_rows(["first", "", "last"], data, code, data.shape, [1, 1, 2])
+
+    assert codes[0] == 0
+    assert codes[1] < 0
+    assert codes[2] == 0
+    np.testing.assert_array_equal(client.get_tensor("last"), data[2:])
+
+
+@pytest.mark.timeout(60)
+def test_put_rows_rejects_wrong_counts(client):
+    from shmstore import _core
+
+    data = np.zeros((3, 2), dtype=np.float64)
+    code = _core.DTYPE_CODES["float64"]
+
+    with pytest.raises(ValueError, match="add up to 2"):
+        client._core.put_rows(["a", "b"], data, code, data.shape, [1, 1])
+    with pytest.raises(ValueError, match="2 keys for 1 row counts"):
+        client._core.put_rows(["a", "b"], data, code, data.shape, [3])
