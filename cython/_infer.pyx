@@ -363,6 +363,24 @@ cdef class Segment:
             raise InferError(code, "")
         return True
 
+    def complete_ok(self, uint32_t index, slots, sequences):
+        """Complete taken requests with success, one C call each, without a message.
+        Return the positions of the requests whose client abandoned them."""
+        cdef infer_segment_t *segment = self._checked()
+        cdef int code
+        cdef uint32_t slot
+        cdef uint32_t sequence
+        abandoned = []
+        for position in range(len(slots)):
+            slot = slots[position]
+            sequence = sequences[position]
+            code = infer_worker_complete(segment, index, slot, sequence, 0, b"")
+            if code == -ESTALE:
+                abandoned.append(position)
+            elif code != 0:
+                raise InferError(code, "")
+        return abandoned
+
     def count(self, uint32_t index, uint64_t requests, uint64_t batches):
         """Add to worker index's request and batch counters."""
         infer_worker_count(self._checked(), index, requests, batches)

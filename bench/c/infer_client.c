@@ -27,9 +27,9 @@ static double monotonic_seconds(void)
     return (double)now.tv_sec + (double)now.tv_nsec * 1e-9;
 }
 
-static void fail(const char *what, int code)
+static void fail(const char *call, int code)
 {
-    fprintf(stderr, "infer_client: %s failed: %s (%s)\n", what, shmstore_strerror(code),
+    fprintf(stderr, "infer_client: %s failed: %s (%s)\n", call, shmstore_strerror(code),
             shmstore_error_detail());
     exit(1);
 }

@@ -415,6 +415,9 @@ class Worker:
                 if code != 0 and number not in failures:
                     failures[number] = (code, names[number])
 
+        if not failures:
+            self._complete_all(batch)
+            return
         for number, request in enumerate(batch):
             failure = failures.get(number)
             if failure is None:
@@ -497,6 +500,22 @@ class Worker:
         queue_wait_s = max(0, started_ns - request.submitted_ns) / 1e9
         self._model_stats(request.key).record_request(queue_wait_s, failed=code != 0)
         self.requests_uncounted += 1
+
+    def _complete_all(self, batch: List[PendingRequest]) -> None:
+        """Complete the requests of one batch with success: _complete for many requests,
+        with one call into the extension."""
+        abandoned = self.segment.complete_ok(self.index, [request.slot for request in batch],
+                                             [request.sequence for request in batch])
+        for position in abandoned:
+            logger.info("worker %d: the client of a request for %r gave up before it "
+                        "completed", self.index, batch[position].key)
+        stats = self._model_stats(batch[0].key)
+        for request in batch:
+            request.completed = True
+            request.tensors = None
+            stats.record_request(max(0, request.started_ns - request.submitted_ns) / 1e9,
+                                 failed=False)
+        self.requests_uncounted += len(batch)
 
     def _model_stats(self, key: str) -> ModelStats:
         self.stats_dirty = True
