@@ -63,10 +63,9 @@ MAX_BATCH_ROWS = 4096
 WORKER_START_TIMEOUT_S = 120.0
 
 THROUGHPUT_BAR = 0.80        # service / raw model at the mean batch size formed
-# NOTE: with 8 clients of 1 row the batches settle at about 4 rows, half the clients, and
-# at 4 rows the ML-EKE model itself gains at most 2.7x over 1 row on one CPU thread. So
-# this bar fails on 2 cores: larger batches would need the worker to wait for clients that
-# share one core (BENCHMARKS.md, "What the runs show").
+# With 8 clients of 1 row and one worker, batches grow only as fast as the clients send their
+# next request: C clients on one core come back within microseconds, Python clients about
+# 40 us apart each, which halves the batches and fails this bar (BENCHMARKS.md).
 BATCHING_GAIN_BAR = 3.0      # batching on / off, 8 clients x 1 row
 OVERHEAD_BAR_US = 100.0      # service latency - direct call latency, 1 client x 1 row
 

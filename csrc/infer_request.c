@@ -301,25 +301,13 @@ static void record_wait_ns(infer_segment_t *segment, const char *key, int64_t wa
     shm_store_relaxed(&estimate->average_ns, average > 0 ? average : 1);
 }
 
-/* Spins until the request completes or the expected wait (plus a quarter)
- * has passed, when that fits max_spin_ns. Yields the CPU between checks,
+/* Polls for the completion until end_ns, yielding the CPU between checks,
  * so that on a machine with more runnable processes than cores a spinning
- * client leaves the cores to the workers. Returns 0 when nothing is known
- * about the model (the caller then spins for SHMSTORE_SPIN_US), else 1:
- * after the spin, or at once when the expected wait exceeds max_spin_ns,
- * because then even a short spin only takes CPU time from the workers. */
-static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
-                               int64_t max_spin_ns, int64_t deadline_ns)
+ * client leaves the cores to the workers. Returns 1 when it completed. */
+static int spin_until(completion_wait_t *wait, int64_t end_ns)
 {
-    if (expected_ns <= 0)
-        return 0;
-    int64_t spin_ns = expected_ns + expected_ns / 4;
-    if (spin_ns > max_spin_ns)
-        return 1;
-
     int64_t now = shm_monotonic_ns();
-    int64_t end = min_i64(now + spin_ns, deadline_ns);
-    while (now < end) {
+    while (now < end_ns) {
         for (int i = 0; i < SPIN_CHECKS_PER_YIELD; i++) {
             if (completion_ready(wait))
                 return 1;
@@ -328,6 +316,46 @@ static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
         sched_yield();
         now = shm_monotonic_ns();
     }
+    return completion_ready(wait);
+}
+
+/* The adaptive part of the client's wait, from the expected wait (this
+ * process's moving average for the model) and max_spin_ns:
+ *  - expected plus a quarter fits max_spin_ns: spin that long;
+ *  - expected is longer, but below twice max_spin_ns (the largest wait the
+ *    average records): sleep on the slot's doorbell until max_spin_ns / 2
+ *    before the expected completion, then spin up to max_spin_ns. A client
+ *    that is already polling when its result arrives sends its next request
+ *    at once, so batches of many such clients stay large, while the sleep
+ *    keeps the core free for most of the wait;
+ *  - longer waits: nothing here, the caller sleeps at once.
+ * Returns 0 when nothing is known about the model (the caller then spins
+ * for SHMSTORE_SPIN_US), else 1. */
+static int spin_for_completion(completion_wait_t *wait, int64_t expected_ns,
+                               int64_t max_spin_ns, int64_t submitted_ns,
+                               int64_t deadline_ns)
+{
+    if (expected_ns <= 0)
+        return 0;
+    int64_t spin_ns = expected_ns + expected_ns / 4;
+    if (spin_ns <= max_spin_ns) {
+        spin_until(wait, min_i64(shm_monotonic_ns() + spin_ns, deadline_ns));
+        return 1;
+    }
+    if (expected_ns >= 2 * max_spin_ns)
+        return 1;
+
+    int64_t wake_ns = min_i64(submitted_ns + expected_ns - max_spin_ns / 2, deadline_ns);
+    int64_t sleep_ns = wake_ns - shm_monotonic_ns();
+    if (sleep_ns > 0) {
+        shm_wait_policy_t sleep_only = {.spin_ns = 0};
+        int result = shm_wait_until(&wait->slot->done, completion_ready, wait, &sleep_only,
+                                    sleep_ns);
+        /* Ready, or a signal that the caller's loop handles. */
+        if (result != -ETIMEDOUT)
+            return 1;
+    }
+    spin_until(wait, min_i64(shm_monotonic_ns() + max_spin_ns, deadline_ns));
     return 1;
 }
 
@@ -413,7 +441,8 @@ int infer_call(infer_segment_t *segment, const infer_request_t *request, char *m
     shm_wait_policy_t policy;
     shm_wait_policy_default(&policy);
     int64_t expected_ns = expected_wait_ns(segment, request->key);
-    if (spin_for_completion(&wait, expected_ns, segment->max_spin_ns, deadline_ns))
+    if (spin_for_completion(&wait, expected_ns, segment->max_spin_ns, submitted_ns,
+                            deadline_ns))
         policy.spin_ns = 0;    /* the adaptive spin decided; sleep at once if it missed */
     for (;;) {
         int64_t remaining_ns = deadline_ns - shm_monotonic_ns();
