@@ -386,9 +386,10 @@ class Worker:
                     self._complete(request, SHMSTORE_EMODEL, message)
                 return
 
-        if len(batch) > 1 and not by_index and all(
-                type(output) is np.ndarray and output.flags.c_contiguous and
-                output.dtype in _CODE_BY_DTYPE for output in outputs):
+        if not by_index and all(
+                type(output) is np.ndarray and output.ndim > 0 and
+                output.flags.c_contiguous and output.dtype in _CODE_BY_DTYPE
+                for output in outputs):
             self._store_rows(batch, outputs)
             return
 
@@ -403,14 +404,16 @@ class Worker:
 
     def _store_rows(self, batch: List[PendingRequest], outputs: List[np.ndarray]) -> None:
         """Write each request's rows of every output with one C call per request and output,
-        then complete the requests: the common case of a batch, without per-request Python
-        around each put."""
+        then complete the requests: the common case (numpy outputs of rank 1 or more), with
+        no per-request Python around each put."""
         rows = [request.rows for request in batch]
         failures: Dict[int, Tuple[int, str]] = {}
         for position, output in enumerate(outputs):
             names = [request.outputs[position] for request in batch]
+            # A request that ran alone gets its whole output, whatever its first dimension.
+            counts = rows if len(batch) > 1 else [output.shape[0]]
             codes = self.client._core.put_rows(names, output, _CODE_BY_DTYPE[output.dtype],
-                                               output.shape, rows)
+                                               output.shape, counts)
             for number, code in enumerate(codes):
                 if code != 0 and number not in failures:
                     failures[number] = (code, names[number])
