@@ -859,8 +859,11 @@ int infer_worker_info(infer_segment_t *segment, uint32_t index, infer_worker_inf
         /* Relaxed: an approximate count. */
         uint64_t state = shm_load_relaxed(&segment->slots[i].state);
         uint32_t status = infer_state_status(state);
+        /* A request its client abandoned still occupies the worker until it
+         * finishes, so it counts. */
         if (infer_state_worker(state) == index &&
-            (status == INFER_TAKEN || status == INFER_COMPLETING))
+            (status == INFER_TAKEN || status == INFER_COMPLETING ||
+             status == INFER_ABANDONED_TAKEN))
             out->in_flight++;
     }
     return 0;

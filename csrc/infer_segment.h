@@ -194,7 +194,7 @@ typedef struct infer_worker_info {
     uint32_t state;                    /* enum infer_worker_state */
     uint64_t requests_completed;
     uint64_t batches_run;
-    uint32_t in_flight;                /* requests it holds TAKEN or COMPLETING */
+    uint32_t in_flight;                /* requests it holds, abandoned ones too */
     char device[INFER_DEVICE_BYTES];
 } infer_worker_info_t;
 

@@ -10,6 +10,12 @@ the GIL.
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from cpython.exc cimport PyErr_CheckSignals, PyErr_Fetch, PyErr_Restore
+
+cdef extern from "Python.h":
+    # PyErr_CheckSignals without the `except -1` of cpython.exc: in a noexcept callback,
+    # Cython would otherwise print the KeyboardInterrupt as unraisable and drop it before
+    # the code below could keep it.
+    int check_signals_unchecked "PyErr_CheckSignals"() noexcept
 from cpython.ref cimport PyObject
 
 
@@ -164,7 +170,7 @@ cdef int _signal_raised(void *context) noexcept nogil:
     """Run pending Python signal handlers between waits; keep what they raise."""
     cdef PendingSignal *pending = <PendingSignal *>context
     with gil:
-        if PyErr_CheckSignals() != 0:
+        if check_signals_unchecked() != 0:
             PyErr_Fetch(&pending.type, &pending.value, &pending.traceback)
             pending.raised = 1
             return 1

@@ -77,7 +77,7 @@ def plan_batches(requests: List[PendingRequest], settings: BatchSettings,
     the CLOCK_MONOTONIC time at which a kept group's timeout expires, or None when the kept
     requests wait only for more rows (or nothing is kept).
     """
-    if settings.batch_size == 0:
+    if settings.batch_size == 0 or (len(requests) == 1 and settings.min_batch_size == 0):
         return [[request] for request in requests], [], None
 
     groups: Dict[Any, List[PendingRequest]] = {}
