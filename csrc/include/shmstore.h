@@ -201,7 +201,8 @@ int shmstore_list_keys(shmstore_client_t *client, const char *pattern,
  * under key, with its settings, so that every rank and worker uses one copy.
  * backend: "TORCH". device: "CPU", "GPU" (first GPU) or "GPU:N".
  * batch_size: maximum samples (sum of the requests' first dimensions) per
- * batch, 0 for no batching. A batch waits at most min_batch_timeout_ms for
+ * model call, 0 for no batching; a larger request runs in chunks of at most
+ * batch_size samples. A batch waits at most min_batch_timeout_ms for
  * min_batch_size samples. Storing again under key switches new requests to
  * the new model; requests in flight finish on the old one. */
 int shmstore_set_model(shmstore_client_t *client, const char *key, const void *model,
