@@ -237,6 +237,10 @@ class Worker:
 
         With batching, also work out the request's rows and merge signature.
         """
+        # NOTE: taking a request, mapping its inputs and copying them into the batch cost
+        # about 30 us of Python per request on a 2-core VM, which keeps 8 one-row clients of
+        # ML-EKE below 80% of the raw model; doing these steps in the _infer extension would
+        # remove most of it.
         if request.tensors is not None:
             return True
         tensors = []
