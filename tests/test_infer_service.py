@@ -84,6 +84,22 @@ class AtMostRows(torch.nn.Module):
         return self.rows(x), x * 2.0
 
 
+class WeightedSum(torch.nn.Module):
+    """Two inputs that share their rows: (N, 4) and (N, 1) -> (N, 4), and the batch size."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor):
+        return x * weight, torch.tensor(x.shape[0])
+
+
+class WeightedRows(torch.nn.Module):
+    """x * weight for (N, 4) and (N, 1) inputs, and an error above 4 rows."""
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 4:
+            raise RuntimeError("called with more than 4 rows")
+        return x * weight
+
+
 class DoublesInPlace(torch.nn.Module):
     """Writes into its input, then returns twice its rows: it cannot run in chunks."""
 
@@ -456,6 +472,37 @@ def test_unsplittable_request_runs_whole(client):
     assert got.shape == (20, 4)
     np.testing.assert_array_equal(got, np.concatenate([x + 1, x + 1]))
     np.testing.assert_array_equal(client.get_tensor("in-place-in"), x)
+
+
+@pytest.mark.timeout(60)
+def test_two_input_request_runs_in_chunks(client, seed):
+    client.set_model("weighted-rows", torch.jit.script(WeightedRows()), batch_size=4)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((10, 4)).astype(np.float32)
+    weight = rng.standard_normal((10, 1)).astype(np.float32)
+    client.put_tensor("weighted-rows-x", x)
+    client.put_tensor("weighted-rows-w", weight)
+
+    client.run_model("weighted-rows", ["weighted-rows-x", "weighted-rows-w"],
+                     ["weighted-rows-out"])
+
+    np.testing.assert_allclose(client.get_tensor("weighted-rows-out"), x * weight, rtol=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_two_input_chunks_and_scalar_output(client, seed):
+    # The scalar output cannot follow the chunks' rows, so the request runs whole.
+    client.set_model("weighted", torch.jit.script(WeightedSum()), batch_size=4)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((10, 4)).astype(np.float32)
+    weight = rng.standard_normal((10, 1)).astype(np.float32)
+    client.put_tensor("weighted-x", x)
+    client.put_tensor("weighted-w", weight)
+
+    client.run_model("weighted", ["weighted-x", "weighted-w"], ["weighted-out", "weighted-n"])
+
+    np.testing.assert_allclose(client.get_tensor("weighted-out"), x * weight, rtol=1e-6)
+    assert int(client.get_tensor("weighted-n")) == 10
 
 
 @pytest.mark.timeout(120)
