@@ -2,7 +2,7 @@
 
 Run from the repository root, after `pip install -e .` and `pip install torch==2.13.0`:
 
-    python -m bench.bench_infer                 # 18 cases of 2 s, about 3 minutes on 2 cores
+    python -m bench.bench_infer                 # 18 cases of 2 s, about 2 minutes on 2 cores
     python -m bench.bench_infer --rounds 3      # every case three times, bars summarised
     python -m bench.bench_infer --duration 0.5  # a quick check that every case runs
     python -m bench.bench_infer --quick         # only the cases of the bars, 0.3 s each
@@ -64,8 +64,8 @@ WORKER_START_TIMEOUT_S = 120.0
 
 THROUGHPUT_BAR = 0.80        # service / raw model at the mean batch size formed
 # With 8 clients of 1 row and one worker, batches grow only as fast as the clients send their
-# next request: C clients on one core come back within microseconds, Python clients about
-# 40 us apart each, which halves the batches and fails this bar (BENCHMARKS.md).
+# next request. C clients on one core come back within microseconds. Python clients come back
+# about 40 us apart, so their batches are about half as large and this bar fails.
 BATCHING_GAIN_BAR = 3.0      # batching on / off, 8 clients x 1 row
 OVERHEAD_BAR_US = 100.0      # service latency - direct call latency, 1 client x 1 row
 
@@ -141,16 +141,10 @@ def find_model(work_dir: Path) -> Tuple[Path, str]:
 
 
 def describe_machine() -> str:
-    model = platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} CPUs, Linux {platform.release()}"
+    """Return the CPU model, the number of CPUs and the Linux release."""
+    from bench.report import describe_machine as describe_cpus
+
+    return f"{describe_cpus()}, Linux {platform.release()}"
 
 
 class ServiceDaemon:
@@ -371,13 +365,13 @@ class RawModel:
         return timings, wall
 
     def throughput(self, batch_rows: int, threads: int) -> float:
-        """Inferences per second over a timed loop of calls on batch_rows rows: the same
-        statistic as the service's rate (rows per wall second, slow calls included)."""
+        """Return the inferences per second of a timed loop of calls on batch_rows rows, the
+        same statistic as the service's rate (rows per wall second, slow calls included)."""
         timings, wall = self._time_calls(batch_rows, threads)
         return max(1, batch_rows) * len(timings) / wall
 
     def latency(self, batch_rows: int, threads: int) -> float:
-        """Median seconds of one call on batch_rows rows."""
+        """Return the median seconds of one call on batch_rows rows."""
         timings, _wall = self._time_calls(batch_rows, threads)
         return statistics.median(timings)
 
@@ -420,7 +414,7 @@ def format_report(results: List[CaseResult], direct_latency_s: float, model_labe
 
 @dataclass
 class Bar:
-    """One performance bar: what was measured and whether it holds."""
+    """A performance bar: the measured value and whether it passes."""
 
     name: str
     value: float

@@ -597,6 +597,9 @@ cdef class Client:
                              f"not {ndim}")
         if len(keys) != len(rows):
             raise ValueError(f"put_rows got {len(keys)} keys for {len(rows)} row counts")
+        if any(count < 0 for count in rows):
+            raise ValueError(f"put_rows: invalid row counts {list(rows)} (expected none "
+                             f"below 0)")
         if sum(rows) != shape[0]:
             raise ValueError(f"put_rows: row counts add up to {sum(rows)}, but the tensor "
                              f"has {shape[0]} rows")

@@ -226,3 +226,5 @@ def test_put_rows_rejects_wrong_counts(client):
         client._core.put_rows(["a", "b"], data, code, data.shape, [1, 1])
     with pytest.raises(ValueError, match="2 keys for 1 row counts"):
         client._core.put_rows(["a", "b"], data, code, data.shape, [3])
+    with pytest.raises(ValueError, match="invalid row counts"):
+        client._core.put_rows(["a", "b"], data, code, data.shape, [4, -1])

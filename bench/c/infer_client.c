@@ -96,7 +96,7 @@ int main(int argc, char **argv)
 
     double start, end;
     if (scanf("%lf %lf", &start, &end) != 2) {
-        fprintf(stderr, "infer_client: expected the start and end times on standard input\n");
+        fprintf(stderr, "infer_client: missing start and end times on standard input\n");
         return 1;
     }
     while (monotonic_seconds() < start) {

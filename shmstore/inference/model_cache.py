@@ -15,14 +15,13 @@ from typing import Any, Optional
 
 from shmstore.errors import SHMSTORE_EMODEL, SHMSTORE_ENOKEY, KeyNotFoundError
 from shmstore.inference import blob
+from shmstore.inference.batcher import BatchSettings
 from shmstore.inference.devices import model_device
 
 logger = logging.getLogger("shmstore.inference.model_cache")
 
 # Loaded modules kept per worker; the least recently used goes first.
 DEFAULT_CAPACITY = 16
-# Internal key names remembered per worker before the table starts again.
-INTERNAL_KEYS_KEPT = 1024
 
 
 class ModelLookupError(Exception):
@@ -41,11 +40,9 @@ class LoadedModel:
     settings: blob.BlobSettings
     module: Any                 # torch.jit.ScriptModule, or torch.jit.CompilationUnit
     device: Any                 # torch.device the module runs on
-    batching: Any = None        # BatchSettings from settings, built once
+    batching: Optional[BatchSettings] = None   # from settings, built once
 
     def __post_init__(self) -> None:
-        from shmstore.inference.batcher import BatchSettings
-
         self.batching = BatchSettings(self.settings.batch_size, self.settings.min_batch_size,
                                       self.settings.min_batch_timeout_ms)
 
@@ -59,8 +56,6 @@ class ModelCache:
         self._worker_device = worker_device
         self._capacity = capacity
         self._loaded: "collections.OrderedDict[tuple, LoadedModel]" = collections.OrderedDict()
-        # Internal keys by (kind, key): a lookup runs once per round of requests.
-        self._internal_keys: dict = {}
 
     def lookup(self, kind: int, key: str) -> LoadedModel:
         """Return the current version of model (or script) key, loading it if needed.
@@ -68,20 +63,15 @@ class ModelCache:
         Raises ModelLookupError when no model is stored under key, or it cannot be loaded.
         """
         what = "script" if kind == blob.KIND_SCRIPT else "model"
-        cache_key = (kind, key)
-        internal = self._internal_keys.get(cache_key)
-        if internal is None:
-            if len(self._internal_keys) >= INTERNAL_KEYS_KEPT:
-                self._internal_keys.clear()
-            internal = self._internal_keys[cache_key] = blob.internal_key(kind, key)
         try:
-            stored = self._client.get_tensor(internal)
+            stored = self._client.get_tensor(blob.internal_key(kind, key))
         except KeyNotFoundError:
             raise ModelLookupError(
                 f"{what} {key!r} not found; store it with set_{what}() first",
                 SHMSTORE_ENOKEY) from None
 
         # Fast path: reading the version field alone is enough to reuse the cached module.
+        cache_key = (kind, key)
         loaded = self._loaded.get(cache_key)
         if loaded is not None and loaded.settings.version == blob.read_version(stored):
             self._loaded.move_to_end(cache_key)

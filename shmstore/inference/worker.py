@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from shmstore import _core, _infer
+from shmstore.client import _CODE_BY_DTYPE
 from shmstore.errors import (
     SHMSTORE_ELOST,
     SHMSTORE_EMODEL,
@@ -52,9 +53,6 @@ logger = logging.getLogger("shmstore.inference.worker")
 
 ETIMEDOUT = errno.ETIMEDOUT
 BFLOAT16_CODE = _core.DTYPE_CODES["bfloat16"]
-# Output dtypes that put_rows stores as they are (native byte order, no bfloat16).
-_CODE_BY_DTYPE = {np.dtype(name): code for name, code in _core.DTYPE_CODES.items()
-                  if name != "bfloat16"}
 # Most requests taken in one round before the worker runs what it has.
 MAX_DRAIN = 4096
 # Maximum sleep on the doorbell while idle. The take itself checks daemon liveness.
@@ -238,9 +236,8 @@ class Worker:
         With batching, also work out the request's rows and merge signature.
         """
         # NOTE: taking a request, mapping its inputs and copying them into the batch cost
-        # about 30 us of Python per request on a 2-core VM, which keeps 8 one-row clients of
-        # ML-EKE below 80% of the raw model; doing these steps in the _infer extension would
-        # remove most of it.
+        # about 30 us of Python per request on a 2-core VM. That keeps 8 one-row clients of
+        # ML-EKE below 80% of the raw model; these steps belong in the _infer extension.
         if request.tensors is not None:
             return True
         tensors = []
@@ -297,7 +294,7 @@ class Worker:
             return
         compute_s = time.perf_counter() - started
 
-        # Results first: the clients wait for them, the statistics do not.
+        # Deliver before recording statistics, because the clients wait for the results.
         self._deliver(loaded, batch, result)
         samples = sum(request.rows for request in batch) or len(batch)
         self._model_stats(loaded.key).record_batch(samples, compute_s)
@@ -407,9 +404,8 @@ class Worker:
             self._store_outputs(request, pieces)
 
     def _store_rows(self, batch: List[PendingRequest], outputs: List[np.ndarray]) -> None:
-        """Write each request's rows of every output with one C call per request and output,
-        then complete the requests: the common case (numpy outputs of rank 1 or more), with
-        no per-request Python around each put."""
+        """Write each request's rows of every output, one C call per request and output, then
+        complete the requests. Used for numpy outputs of rank 1 or more, the common case."""
         rows = [request.rows for request in batch]
         failures: Dict[int, Tuple[int, str]] = {}
         for position, output in enumerate(outputs):
@@ -509,12 +505,11 @@ class Worker:
         self.requests_uncounted += 1
 
     def _complete_all(self, batch: List[PendingRequest]) -> None:
-        """Complete the requests of one batch with success: _complete for many requests,
-        with one call into the extension."""
+        """Complete the requests of one batch with success, in one call into the extension."""
         abandoned = self.segment.complete_ok(self.index, [request.slot for request in batch],
                                              [request.sequence for request in batch])
         for position in abandoned:
-            logger.info("worker %d: the client of a request for %r gave up before it "
+            logger.info("worker %d: the client of a request for %r abandoned it before it "
                         "completed", self.index, batch[position].key)
         stats = self._model_stats(batch[0].key)
         for request in batch:
