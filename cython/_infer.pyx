@@ -17,6 +17,9 @@ cdef extern from "Python.h":
     # the code below could keep it.
     int check_signals_unchecked "PyErr_CheckSignals"() noexcept
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memchr
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 
 
 cdef extern from "errno.h":
@@ -158,6 +161,34 @@ cdef void _collect_key(const char *key, void *context) noexcept with gil:
 
 
 
+cdef object monotonic_ns():
+    cdef timespec now
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec
+
+
+cdef tuple _taken_tuple(const infer_taken_t *taken, object taken_ns):
+    """Return a taken request as the tuple of Segment.take_many. The body holds the model
+    key, the function name, the input keys and the output keys, each ended by a NUL."""
+    cdef const char *cursor = taken.body
+    cdef const char *end = taken.body + taken.body_bytes
+    cdef list texts = []
+    cdef const char *nul
+    cdef Py_ssize_t length
+    cdef uint32_t count = 2 + taken.n_inputs + taken.n_outputs
+    while <uint32_t>len(texts) < count:
+        # A body cut short (no client writes one) yields empty names, never a read past it.
+        length = 0
+        if cursor < end:
+            nul = <const char *>memchr(cursor, 0, <size_t>(end - cursor))
+            length = (nul - cursor) if nul != NULL else (end - cursor)
+        texts.append(PyUnicode_DecodeUTF8(cursor, length, "replace"))
+        cursor = cursor + length + 1 if cursor + length < end else end
+    return (taken.slot, taken.sequence, taken.submitted_ns, taken.deadline_ns, taken.kind,
+            texts[0], texts[1], texts[2:2 + taken.n_inputs], texts[2 + taken.n_inputs:],
+            taken_ns)
+
+
 cdef struct PendingSignal:
     # The exception a signal handler raised during a wait, kept until the wait returns.
     PyObject *type
@@ -185,11 +216,15 @@ cdef class Segment:
     """A mapped inference segment of one store."""
 
     cdef infer_segment_t *segment
+    cdef infer_taken_t *taken      # take_many's buffer, reused for every request
     cdef readonly str store_name
     cdef readonly bint is_daemon
 
     def __cinit__(self):
         self.segment = NULL
+        self.taken = <infer_taken_t *>malloc(sizeof(infer_taken_t) + INFER_BODY_BYTES)
+        if self.taken == NULL:
+            raise MemoryError()
 
     @staticmethod
     def create(str store_name, uint32_t slot_count=0, uint32_t worker_count=0):
@@ -236,6 +271,8 @@ cdef class Segment:
         self.segment = NULL
 
     def __dealloc__(self):
+        free(self.taken)
+        self.taken = NULL
         if self.segment != NULL:
             if self.is_daemon:
                 infer_segment_destroy(self.segment)
@@ -321,41 +358,45 @@ cdef class Segment:
         if code != 0:
             raise InferError(code, f"cannot register inference worker {index}")
 
-    def take(self, uint32_t index, double timeout_s, double spin_s=0.0):
-        """Take the next request for worker index, waiting up to timeout_s seconds (0: no
-        wait), of which the first spin_s poll the queue without sleeping (see
-        infer_worker_take_spin). Return None when nothing came, else a tuple (slot,
-        sequence, submitted_ns, deadline_ns, kind, key, function, inputs, outputs); times
-        are CLOCK_MONOTONIC ns."""
+    def take_many(self, uint32_t index, double timeout_s, double spin_s=0.0,
+                  Py_ssize_t max_count=1):
+        """Take requests for worker index: wait up to timeout_s seconds (0: no wait) for the
+        first, of which the first spin_s poll the queue without sleeping (see
+        infer_worker_take_spin), then take up to max_count - 1 more that are already queued.
+
+        Return a list, empty when nothing came, of tuples (slot, sequence, submitted_ns,
+        deadline_ns, kind, key, function, inputs, outputs, taken_ns) in the order of the
+        fields of batcher.PendingRequest; times are CLOCK_MONOTONIC ns, and taken_ns is when
+        the first request was taken. One call per round keeps the per-request cost in C.
+        """
         cdef infer_segment_t *segment = self._checked()
-        cdef infer_taken_t *taken = <infer_taken_t *>malloc(sizeof(infer_taken_t) +
-                                                            INFER_BODY_BYTES)
-        if taken == NULL:
-            raise MemoryError()
+        cdef infer_taken_t *taken = self.taken
         cdef int64_t timeout_ns = <int64_t>(timeout_s * 1e9)
         cdef int64_t spin_ns = <int64_t>(spin_s * 1e9)
         cdef int code
-        try:
-            with nogil:
-                code = infer_worker_take_spin(segment, index, timeout_ns, spin_ns, taken)
+        cdef list requests = []
+        cdef object taken_ns = None
+
+        with nogil:
+            code = infer_worker_take_spin(segment, index, timeout_ns, spin_ns, taken)
+        while True:
             if code == -EAGAIN:
-                return None
+                return requests
             if code == -EINTR:
                 PyErr_CheckSignals()
-                return None
+                return requests
             if code != 0:
+                if requests:
+                    # The requests already taken are this worker's to complete; the error
+                    # comes back on the next call.
+                    return requests
                 raise InferError(code, "")
-
-            strings = (<char *>taken.body)[:taken.body_bytes].split(b"\0")
-            texts = [part.decode("utf-8", "replace") for part in strings]
-            n_inputs = taken.n_inputs
-            n_outputs = taken.n_outputs
-            return (taken.slot, taken.sequence, taken.submitted_ns, taken.deadline_ns,
-                    taken.kind, texts[0],
-                    texts[1], texts[2:2 + n_inputs],
-                    texts[2 + n_inputs:2 + n_inputs + n_outputs])
-        finally:
-            free(taken)
+            if taken_ns is None:
+                taken_ns = monotonic_ns()
+            requests.append(_taken_tuple(taken, taken_ns))
+            if len(requests) >= max_count:
+                return requests
+            code = infer_worker_take(segment, index, 0, taken)
 
     def complete(self, uint32_t index, uint32_t slot, uint32_t sequence, int32_t result,
                  str message):

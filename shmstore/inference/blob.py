@@ -11,7 +11,7 @@ import dataclasses
 import os
 import re
 import struct
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
@@ -150,8 +150,11 @@ _VERSION = struct.Struct("=Q")
 _VERSION_OFFSET = 32     # magic, header_bytes, kind, three batch settings, reserved
 
 
-def read_version(blob: np.ndarray) -> int:
-    """Return the version field of a stored blob without decoding the rest (0 if too short)."""
+def read_version(blob: Any) -> int:
+    """Return the version field of a stored blob without decoding the rest (0 if too short).
+
+    blob is any object with the buffer protocol: an array, or the store's View of the key.
+    """
     data = memoryview(blob).cast("B")
     if data.nbytes < HEADER_BYTES:
         return 0

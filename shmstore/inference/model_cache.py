@@ -1,6 +1,6 @@
 """The worker's cache of loaded TorchScript models and scripts, by key and version.
 
-A lookup reads the stored blob's header (a zero-copy get, no bytes copied) and reuses the
+A lookup reads the stored blob's version field (a zero-copy get, no bytes copied) and reuses the
 loaded module while the version matches. A new version (the key was stored again) is loaded
 on the next lookup; batches that already hold the old module finish with it.
 """
@@ -12,6 +12,8 @@ import dataclasses
 import io
 import logging
 from typing import Any, Optional
+
+import numpy as np
 
 from shmstore.errors import SHMSTORE_EMODEL, SHMSTORE_ENOKEY, KeyNotFoundError
 from shmstore.inference import blob
@@ -64,7 +66,7 @@ class ModelCache:
         """
         what = "script" if kind == blob.KIND_SCRIPT else "model"
         try:
-            stored = self._client.get_tensor(blob.internal_key(kind, key))
+            stored = self._client.get_view(blob.internal_key(kind, key))
         except KeyNotFoundError:
             raise ModelLookupError(
                 f"{what} {key!r} not found; store it with set_{what}() first",
@@ -77,6 +79,7 @@ class ModelCache:
             self._loaded.move_to_end(cache_key)
             return loaded
 
+        stored = np.asarray(stored)
         try:
             settings = blob.decode_settings(stored, key)
         except ValueError as error:

@@ -37,6 +37,16 @@ class Histogram:
         bucket = int(math.log2(microseconds) * BUCKETS_PER_OCTAVE)
         self.counts[min(bucket, BUCKET_COUNT - 1)] += 1
 
+    def add_many_ns(self, durations_ns: List[int]) -> None:
+        """Add durations given in nanoseconds (one call for a batch of requests)."""
+        counts = self.counts
+        last = BUCKET_COUNT - 1
+        log2 = math.log2
+        for nanoseconds in durations_ns:
+            microseconds = nanoseconds / 1000 if nanoseconds > 1000 else 1.0
+            bucket = int(log2(microseconds) * BUCKETS_PER_OCTAVE)
+            counts[bucket if bucket < last else last] += 1
+
     def merge(self, other: "Histogram") -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts)]
 
@@ -82,6 +92,11 @@ class ModelStats:
         self.queue_wait.add(queue_wait_s)
         if failed:
             self.errors += 1
+
+    def record_requests(self, queue_waits_ns: List[int]) -> None:
+        """Record requests that succeeded, given their queue waits in nanoseconds."""
+        self.requests += len(queue_waits_ns)
+        self.queue_wait.add_many_ns(queue_waits_ns)
 
     def merge(self, other: "ModelStats") -> None:
         self.requests += other.requests

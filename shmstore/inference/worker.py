@@ -134,43 +134,29 @@ class Worker:
                     os.getpid(), self.device, self.store_name)
 
         spin_s = worker_spin_seconds()
-        taken = None
+        new_requests: List[tuple] = []
         while True:
             try:
                 # Spin only right after a round that took requests, so an idle worker sleeps.
-                taken = self.segment.take(self.index, self._wait_seconds(),
-                                          spin_s if taken is not None else 0.0)
-                if taken is not None:
-                    self._accept(taken)
-                    self._drain()
+                new_requests = self.segment.take_many(self.index, self._wait_seconds(),
+                                                      spin_s if new_requests else 0.0,
+                                                      MAX_DRAIN)
             except _infer.InferError as error:
                 if error.code == SHMSTORE_ELOST:
                     logger.info("inference worker %d: the daemon stopped, exiting", self.index)
                     return 0
                 raise
+            for fields in new_requests:
+                request = PendingRequest(*fields)
+                self.pending.setdefault((request.kind, request.key), []).append(request)
 
             self._dispatch()
-            self._publish_stats(idle=taken is None)
+            self._publish_stats(idle=not new_requests)
 
     def _wait_seconds(self) -> float:
         if self.wake_ns is not None:
             return max(0.0, (self.wake_ns - time.monotonic_ns()) / 1e9)
         return IDLE_WAIT_DIRTY_S if self.stats_dirty else IDLE_WAIT_S
-
-    def _accept(self, taken: tuple) -> None:
-        slot, sequence, submitted_ns, deadline_ns, kind, key, function, inputs, outputs = taken
-        request = PendingRequest(slot=slot, sequence=sequence, submitted_ns=submitted_ns,
-                                 deadline_ns=deadline_ns, kind=kind, key=key,
-                                 function=function, inputs=inputs, outputs=outputs,
-                                 taken_ns=time.monotonic_ns())
-        self.pending.setdefault((kind, key), []).append(request)
-
-    def _drain(self) -> None:
-        for _ in range(MAX_DRAIN):
-            taken = self.segment.take(self.index, 0.0)
-            if taken is None:
-                return
-            self._accept(taken)
 
     # ---- dispatch ----------------------------------------------------------------------
 
@@ -358,11 +344,15 @@ class Worker:
 
     def _deliver(self, loaded: LoadedModel, batch: List[PendingRequest], result: Any) -> None:
         """Check the model's outputs, write each request's rows into the store, complete."""
-        outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+        if isinstance(result, torch.Tensor):
+            outputs = [result]
+            tensors_only = True
+        else:
+            outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+            tensors_only = all(isinstance(output, torch.Tensor) for output in outputs)
         by_index = batch[0].function == blob.OUTPUTS_BY_INDEX
         expected = len(outputs) if by_index else len(batch[0].outputs)
-        if len(outputs) != expected or \
-                any(not isinstance(output, torch.Tensor) for output in outputs):
+        if len(outputs) != expected or not tensors_only:
             kinds = ", ".join(type(output).__name__ for output in outputs)
             message = (f"model {loaded.key!r} returned {len(outputs)} output(s) ({kinds}) but "
                        f"the request names {expected} output key(s)")
@@ -387,11 +377,7 @@ class Worker:
                     self._complete(request, SHMSTORE_EMODEL, message)
                 return
 
-        if not by_index and all(
-                type(output) is np.ndarray and output.ndim > 0 and
-                output.flags.c_contiguous and output.dtype in _CODE_BY_DTYPE
-                for output in outputs):
-            self._store_rows(batch, outputs)
+        if not by_index and self._store_rows(batch, outputs):
             return
 
         offset = 0
@@ -403,24 +389,35 @@ class Worker:
                 pieces = outputs
             self._store_outputs(request, pieces)
 
-    def _store_rows(self, batch: List[PendingRequest], outputs: List[np.ndarray]) -> None:
-        """Write each request's rows of every output, one C call per request and output, then
-        complete the requests. Used for numpy outputs of rank 1 or more, the common case."""
-        rows = [request.rows for request in batch]
+    def _store_rows(self, batch: List[PendingRequest], outputs: List[Any]) -> bool:
+        """Write each request's rows of every output, one C call per output, then complete
+        the requests. Return False, having written nothing, unless every output is a
+        C-contiguous numpy array of rank 1 or more (the common case)."""
+        codes_by_output = []
+        for output in outputs:
+            if type(output) is not np.ndarray or output.ndim == 0 or \
+                    not output.flags.c_contiguous:
+                return False
+            code = _CODE_BY_DTYPE.get(output.dtype)
+            if code is None:
+                return False
+            codes_by_output.append(code)
+
+        # A request that ran alone gets its whole output, whatever its first dimension.
+        single = len(batch) == 1
+        rows = None if single else [request.rows for request in batch]
         failures: Dict[int, Tuple[int, str]] = {}
         for position, output in enumerate(outputs):
             names = [request.outputs[position] for request in batch]
-            # A request that ran alone gets its whole output, whatever its first dimension.
-            counts = rows if len(batch) > 1 else [output.shape[0]]
-            codes = self.client._core.put_rows(names, output, _CODE_BY_DTYPE[output.dtype],
-                                               output.shape, counts)
+            codes = self.client._core.put_rows(names, output, codes_by_output[position],
+                                               output.shape, rows or [output.shape[0]])
             for number, code in enumerate(codes):
                 if code != 0 and number not in failures:
                     failures[number] = (code, names[number])
 
         if not failures:
             self._complete_all(batch)
-            return
+            return True
         for number, request in enumerate(batch):
             failure = failures.get(number)
             if failure is None:
@@ -431,6 +428,7 @@ class Worker:
             logger.warning("worker %d: cannot store output %r of %r: %s", self.index, name,
                            request.key, reason)
             self._complete(request, code, f"cannot store output {name!r}: {reason}")
+        return True
 
     def _store_outputs(self, request: PendingRequest, pieces: List[Any]) -> None:
         names = request.outputs
@@ -506,17 +504,20 @@ class Worker:
 
     def _complete_all(self, batch: List[PendingRequest]) -> None:
         """Complete the requests of one batch with success, in one call into the extension."""
-        abandoned = self.segment.complete_ok(self.index, [request.slot for request in batch],
-                                             [request.sequence for request in batch])
+        slots = []
+        sequences = []
+        queue_waits_ns = []
+        for request in batch:
+            request.completed = True
+            request.tensors = None      # unpins the inputs
+            slots.append(request.slot)
+            sequences.append(request.sequence)
+            queue_waits_ns.append(request.started_ns - request.submitted_ns)
+        abandoned = self.segment.complete_ok(self.index, slots, sequences)
         for position in abandoned:
             logger.info("worker %d: the client of a request for %r abandoned it before it "
                         "completed", self.index, batch[position].key)
-        stats = self._model_stats(batch[0].key)
-        for request in batch:
-            request.completed = True
-            request.tensors = None
-            stats.record_request(max(0, request.started_ns - request.submitted_ns) / 1e9,
-                                 failed=False)
+        self._model_stats(batch[0].key).record_requests(queue_waits_ns)
         self.requests_uncounted += len(batch)
 
     def _model_stats(self, key: str) -> ModelStats:
@@ -581,19 +582,21 @@ def _host_array(output: Any) -> Any:
 
     bfloat16 has no numpy dtype, so such outputs stay torch tensors; put_tensor stores them
     with the bfloat16 tag. This runs for every output of every batch, right after the model,
-    when little of the worker's own code is still in the CPU caches: the common case (a CPU
-    tensor of a real dtype) takes a few attribute reads.
+    when little of the worker's own code is still in the CPU caches, so the common case (a
+    CPU tensor of a numpy dtype, without autograd or a conjugate or negative bit) is one call:
+    numpy() refuses every other case.
     """
+    try:
+        return output.numpy()
+    except (RuntimeError, TypeError):
+        pass
     if output.requires_grad:
         output = output.detach()
     if not output.is_cpu:
         output = output.cpu()
-    dtype = output.dtype
-    if dtype is torch.bfloat16:
+    if output.dtype is torch.bfloat16:
         return output
-    if dtype.is_complex or output.is_neg():
-        output = output.resolve_conj().resolve_neg()
-    return output.numpy()
+    return output.resolve_conj().resolve_neg().numpy()
 
 
 def _model_error_text(error: Exception) -> str:
