@@ -332,6 +332,37 @@ cdef class View:
                 f"order={self.order} {state}>")
 
 
+def copy_views(views, out):
+    """Copy the tensors of views, one after the other, into out, a writable C-contiguous
+    buffer of exactly their total size: the inference workers stack requests' rows this way,
+    with one copy. Every view must be in C order (or of rank 0 or 1). Raises ValueError
+    otherwise, before anything is copied."""
+    cdef Py_buffer target
+    cdef View view
+    cdef size_t total = 0
+    cdef size_t offset = 0
+
+    for item in views:
+        view = <View?>item
+        if not view.pinned:
+            raise ValueError(f"copy_views: the view of {view.key!r} was released")
+        if view.view.ndim > 1 and view.view.order != c.SHMSTORE_ORDER_C:
+            raise ValueError(f"copy_views: tensor {view.key!r} is in Fortran order")
+        total += view.view.nbytes
+
+    PyObject_GetBuffer(out, &target, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+    try:
+        if <size_t>target.len != total:
+            raise ValueError(f"copy_views: the views hold {total} bytes, but the target "
+                             f"buffer has {target.len}")
+        for item in views:
+            view = <View>item
+            memcpy(<char *>target.buf + offset, view.view.data, view.view.nbytes)
+            offset += view.view.nbytes
+    finally:
+        PyBuffer_Release(&target)
+
+
 cdef class PendingPut:
     """Arena memory reserved by put_begin, not yet visible under its key.
 
@@ -639,6 +670,9 @@ cdef class Client:
 
     def get(self, key):
         """Pin the current version of key and return a View of it."""
+        return self.pin(key)
+
+    cdef View pin(self, object key):
         cdef c.shmstore_client_t *handle = self.require()
         cdef bytes encoded = encode_key(key)
         cdef const char *key_ptr = encoded
@@ -652,10 +686,51 @@ cdef class Client:
             if rc != -EINTR:
                 break
             PyErr_CheckSignals()
-        check(rc, f"get_tensor({key!r})")
+        if rc < 0:
+            check(rc, f"get_tensor({key!r})")
         view.pinned = True
         view.setup_layout()
         return view
+
+    def get_views(self, keys):
+        """Pin the current version of each key of keys; return (views, rows, layout).
+
+        Made for the inputs of one inference request, which the workers stack with other
+        requests' inputs along dimension 0. rows is the first extent of the first tensor (0
+        for rank 0 or no keys). layout is a hashable tuple of each tensor's dtype code,
+        memory order and other extents, so requests with equal layouts can be stacked; it is
+        None when the tensors cannot be stacked with any others (one has rank 0, or their
+        first extents differ). Raises like get() for the first key that cannot be read, with
+        that key in the exception's .key.
+        """
+        cdef list views = []
+        cdef list layout = []
+        cdef View view
+        cdef int64_t rows = 0
+        cdef bint stackable = True
+        cdef int i
+
+        for key in keys:
+            try:
+                view = self.pin(key)
+            except Exception as error:
+                error.key = key
+                raise
+            views.append(view)
+
+            if view.view.ndim == 0:
+                stackable = False
+            elif len(views) == 1:
+                rows = view.view.dims[0]
+            elif view.view.dims[0] != rows:
+                stackable = False
+            layout.append(<int>view.view.dtype)
+            layout.append(<int>view.view.order if view.view.ndim > 1 else c.SHMSTORE_ORDER_C)
+            layout.append(tuple(view.view.dims[i] for i in range(1, view.view.ndim)))
+
+        if not views or not stackable:
+            return views, rows, None
+        return views, rows, tuple(layout)
 
     def unpack(self, key, out, int dtype, shape, int order):
         """Copy the tensor under key into out, a writable C- or Fortran-contiguous buffer."""

@@ -228,3 +228,82 @@ def test_put_rows_rejects_wrong_counts(client):
         client._core.put_rows(["a", "b"], data, code, data.shape, [3])
     with pytest.raises(ValueError, match="invalid row counts"):
         client._core.put_rows(["a", "b"], data, code, data.shape, [4, -1])
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("arrays, rows, stackable", [
+    ([((3, 4), "float32")], 3, True),
+    ([((3, 4), "float32"), ((3,), "int64")], 3, True),
+    ([((3, 4), "float32"), ((2, 4), "float32")], 3, False),
+    ([((), "float32")], 0, False),
+    ([], 0, False),
+])
+def test_get_views_rows_and_layout(client, arrays, rows, stackable):
+    keys = [f"input{number}" for number in range(len(arrays))]
+    for key, (shape, dtype) in zip(keys, arrays):
+        client.put_tensor(key, np.zeros(shape, dtype))
+
+    views, found_rows, layout = client._core.get_views(keys)
+
+    assert [view.key for view in views] == keys
+    assert found_rows == rows
+    assert (layout is not None) == stackable
+
+
+@pytest.mark.timeout(60)
+def test_get_views_layout_tells_tensors_apart(client):
+    import torch
+
+    def layout(value):
+        client.put_tensor("input", value)
+        return client._core.get_views(["input"])[2]
+
+    assert layout(np.zeros((2, 4), np.float32)) == layout(np.zeros((5, 4), np.float32))
+    assert layout(np.zeros((2, 4), np.float32)) != layout(np.zeros((2, 4), np.float64))
+    assert layout(np.zeros((2, 4), np.float32)) != layout(np.zeros((2, 5), np.float32))
+    assert layout(np.zeros((2, 4), np.uint16)) != layout(torch.zeros((2, 4),
+                                                                    dtype=torch.bfloat16))
+    assert layout(np.zeros((2, 4), np.float32)) != layout(np.zeros((2, 4), np.float32,
+                                                                   order="F"))
+    assert layout(np.zeros(3, np.float32)) == layout(np.zeros(3, np.float32, order="F"))
+
+
+@pytest.mark.timeout(60)
+def test_get_views_names_missing_key(client):
+    client.put_tensor("present", np.zeros(2))
+
+    with pytest.raises(shmstore.KeyNotFoundError) as caught:
+        client._core.get_views(["present", "absent"])
+
+    assert caught.value.key == "absent"
+
+
+@pytest.mark.timeout(60)
+def test_copy_views_stacks_rows(client):
+    from shmstore import _core
+
+    client.put_tensor("a", np.arange(4, dtype=np.float32).reshape(2, 2))
+    client.put_tensor("b", np.arange(4, 10, dtype=np.float32).reshape(3, 2))
+    views, _rows, _layout = client._core.get_views(["a", "b"])
+    target = np.empty((5, 2), np.float32)
+
+    _core.copy_views(views, target)
+
+    np.testing.assert_array_equal(target, np.arange(10, dtype=np.float32).reshape(5, 2))
+
+
+@pytest.mark.timeout(60)
+def test_copy_views_rejects_bad_targets(client):
+    from shmstore import _core
+
+    client.put_tensor("c_order", np.zeros((2, 3), np.float32))
+    client.put_tensor("f_order", np.zeros((2, 3), np.float32, order="F"))
+    c_views = client._core.get_views(["c_order"])[0]
+    f_views = client._core.get_views(["f_order"])[0]
+
+    with pytest.raises(ValueError, match="hold 24 bytes"):
+        _core.copy_views(c_views, np.empty(7, np.float32))
+    with pytest.raises(ValueError, match="Fortran order"):
+        _core.copy_views(f_views, np.empty((2, 3), np.float32))
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        _core.copy_views(c_views, np.empty((3, 2), np.float32).T)

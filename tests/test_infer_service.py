@@ -305,6 +305,35 @@ def test_bfloat16_tensors_pass_through(client):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["C order", "Fortran order", "bfloat16"])
+def test_batch_inputs_stack_rows(client, kind):
+    from shmstore.inference.batcher import PendingRequest
+    from shmstore.inference.worker import Worker
+
+    values = [torch.arange(6, dtype=torch.float32).reshape(3, 2) + 10 * number
+              for number in range(2)]
+    for number, value in enumerate(values):
+        if kind == "Fortran order":
+            client.put_tensor(f"stack{number}", np.asfortranarray(value.numpy()))
+        elif kind == "bfloat16":
+            client.put_tensor(f"stack{number}", value.to(torch.bfloat16))
+        else:
+            client.put_tensor(f"stack{number}", value.numpy())
+    batch = []
+    for number in range(2):
+        views, rows, _layout = client._core.get_views([f"stack{number}"])
+        batch.append(PendingRequest(number, 1, 0, 0, 0, "m", "", [f"stack{number}"], ["y"],
+                                    0, tensors=views, rows=rows))
+
+    (stacked,) = Worker._batch_inputs(batch, torch.device("cpu"))
+
+    expected = torch.cat(values)
+    if kind == "bfloat16":
+        expected = expected.to(torch.bfloat16)
+    assert torch.equal(stacked, expected)
+
+
+@pytest.mark.timeout(60)
 def test_model_replacement_switches(client):
     class AddOne(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

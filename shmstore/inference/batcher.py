@@ -32,33 +32,9 @@ class PendingRequest:
     taken_ns: int              # CLOCK_MONOTONIC when this worker took it
     started_ns: int = 0        # CLOCK_MONOTONIC when its batch started to run; 0: not yet
     completed: bool = False    # the worker sent its result
-    tensors: Optional[List[Any]] = None   # zero-copy input views (StoredInput), once loaded
+    tensors: Optional[List[Any]] = None   # pinned input Views of the store, once loaded
     rows: int = 0
     signature: Optional[Tuple] = None     # None: never merged with another request
-
-
-def describe_inputs(tensors: List[Any], n_outputs: int) -> Tuple[int, Optional[Tuple]]:
-    """Return (rows, signature) of a request's input tensors; signature None: not mergeable.
-
-    tensors need .shape and .dtype_key, a hashable that tells dtypes apart (StoredInput in
-    the worker). This runs for every request, so it avoids generator expressions.
-    """
-    if not tensors:
-        return 0, None
-    first_shape = tensors[0].shape
-    if not first_shape:
-        return 0, None
-    rows = first_shape[0]
-    signature: List[Any] = [n_outputs]
-    for tensor in tensors:
-        shape = tensor.shape
-        if not shape:
-            return 0, None
-        if shape[0] != rows:
-            return int(rows), None
-        signature.append(tensor.dtype_key)
-        signature.append(shape[1:])
-    return int(rows), tuple(signature)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from shmstore import _core, _infer
-from shmstore.client import _CODE_BY_DTYPE
+from shmstore.client import _CODE_BY_DTYPE, _DTYPE_BY_CODE
 from shmstore.errors import (
     SHMSTORE_ELOST,
     SHMSTORE_EMODEL,
@@ -41,11 +41,7 @@ from shmstore.errors import (
     ShmstoreError,
 )
 from shmstore.inference import blob
-from shmstore.inference.batcher import (
-    PendingRequest,
-    describe_inputs,
-    plan_batches,
-)
+from shmstore.inference.batcher import PendingRequest, plan_batches
 from shmstore.inference.model_cache import LoadedModel, ModelCache, ModelLookupError
 from shmstore.inference.stats import ModelStats, encode_worker_stats, worker_stats_key
 
@@ -68,33 +64,6 @@ WORKER_SPIN_US_DEFAULT = 250
 WORKER_SPIN_US_MAX = 100_000
 # Maximum length of a model's message passed back to the client.
 MESSAGE_LIMIT = 900
-
-
-class StoredInput:
-    """A read-only numpy view of one input tensor in the store.
-
-    bfloat16 has no numpy dtype: such a tensor is viewed as uint16 and reinterpreted when it
-    becomes a torch tensor.
-    """
-
-    __slots__ = ("array", "bfloat16", "shape", "ndim", "dtype_key")
-
-    def __init__(self, array: np.ndarray, bfloat16: bool) -> None:
-        self.array = array
-        self.bfloat16 = bfloat16
-        self.shape: Tuple[int, ...] = array.shape
-        self.ndim: int = array.ndim
-        # Hashable and cheap to compare: the batcher groups requests by it.
-        self.dtype_key = (array.dtype, bfloat16)
-
-    @property
-    def dtype_name(self) -> str:
-        return "bfloat16" if self.bfloat16 else str(self.array.dtype)
-
-    def as_torch(self, host: np.ndarray) -> Any:
-        """Return host (an array of this input's dtype) as a torch tensor, no copy."""
-        tensor = torch.from_numpy(host)
-        return tensor.view(torch.bfloat16) if self.bfloat16 else tensor
 
 
 class Worker:
@@ -217,41 +186,29 @@ class Worker:
         return kept
 
     def _load_inputs(self, request: PendingRequest, batching: bool = False) -> bool:
-        """Map the request's input tensors (zero copy); fail the request if one is missing.
+        """Pin the request's input tensors (zero copy); fail the request if one is missing.
 
-        With batching, also work out the request's rows and merge signature.
+        With batching, also record the signature under which it merges with other requests.
         """
-        # NOTE: taking a request, mapping its inputs and copying them into the batch cost
-        # about 30 us of Python per request on a 2-core VM. That keeps 8 one-row clients of
-        # ML-EKE below 80% of the raw model; these steps belong in the _infer extension.
         if request.tensors is not None:
             return True
-        tensors = []
-        for name in request.inputs:
-            try:
-                tensors.append(self._input_array(name))
-            except ShmstoreError as error:
-                code = error.code or SHMSTORE_ENOKEY
-                if code == SHMSTORE_ENOKEY:
-                    message = (f"input tensor {name!r} not found in store "
-                               f"{self.store_name!r}; put it before run_model")
-                else:
-                    message = f"cannot read input tensor {name!r}: {error}"
-                self._complete(request, code, message)
-                return False
-        request.tensors = tensors
-        if batching:
-            request.rows, signature = describe_inputs(tensors, len(request.outputs))
+        try:
+            views, request.rows, layout = self.client._core.get_views(request.inputs)
+        except ShmstoreError as error:
+            name = getattr(error, "key", "?")
+            code = error.code or SHMSTORE_ENOKEY
+            if code == SHMSTORE_ENOKEY:
+                message = (f"input tensor {name!r} not found in store "
+                           f"{self.store_name!r}; put it before run_model")
+            else:
+                message = f"cannot read input tensor {name!r}: {error}"
+            self._complete(request, code, message)
+            return False
+        request.tensors = views
+        if batching and layout is not None:
             # Requests that name their outputs differently (by key, or by index) never merge.
-            request.signature = None if signature is None else (request.function,) + signature
-        elif tensors and tensors[0].ndim > 0:
-            request.rows = int(tensors[0].shape[0])
+            request.signature = (request.function, len(request.outputs), layout)
         return True
-
-    def _input_array(self, name: str) -> "StoredInput":
-        """Return a zero-copy, read-only numpy view of the stored tensor name."""
-        view = self.client.get_view(name)
-        return StoredInput(np.asarray(view), view.dtype_code == BFLOAT16_CODE)
 
     # ---- running -----------------------------------------------------------------------
 
@@ -318,28 +275,37 @@ class Worker:
 
     @staticmethod
     def _batch_inputs(batch: List[PendingRequest], device: Any) -> List[Any]:
-        """Return the model inputs: one copy out of the arena, then one transfer per input."""
-        assert batch[0].tensors is not None
+        """Return the model inputs: the requests' rows stacked with one copy out of the
+        arena, then on a GPU one transfer per input."""
+        first = batch[0].tensors
+        assert first is not None
+        stacked = len(batch) > 1
+        total_rows = sum(request.rows for request in batch) if stacked else 0
         inputs = []
-        for position in range(len(batch[0].tensors)):
-            pieces = [request.tensors[position] for request in batch]  # type: ignore[index]
-            if device.type == "cpu":
-                # A copy even for one piece: the arena view is read-only, and models may
-                # write into their input (the ML-EKE model does).
-                if len(pieces) > 1:
-                    host = np.concatenate([piece.array for piece in pieces])
-                else:
-                    host = np.array(pieces[0].array, order="C")
-                tensor = pieces[0].as_torch(host)
-            else:
+        for position, view in enumerate(first):
+            if stacked:
+                views = [request.tensors[position] for request in batch]  # type: ignore[index]
+                shape = (total_rows,) + view.shape_tuple[1:]
+            elif device.type != "cpu":
                 # NOTE: this GPU branch has run only in review, never in a test: the
                 # development machine has no GPU.
-                if len(pieces) > 1:
-                    host = np.concatenate([piece.array for piece in pieces])
-                else:
-                    host = pieces[0].array
-                tensor = pieces[0].as_torch(host).to(device)
-            inputs.append(tensor)
+                inputs.append(_as_torch(np.asarray(view), view).to(device))
+                continue
+            else:
+                views = [view]
+                shape = view.shape_tuple
+
+            # A copy even for one request on the CPU: the arena view is read-only, and
+            # models may write into their input (the ML-EKE model does). bfloat16 travels
+            # as its uint16 bit patterns.
+            host = np.empty(shape, _DTYPE_BY_CODE.get(view.dtype_code, np.uint16))
+            try:
+                _core.copy_views(views, host)
+            except ValueError:
+                # Fortran-order tensors: numpy reorders them while stacking.
+                host = np.concatenate([np.asarray(piece) for piece in views])
+            tensor = _as_torch(host, view)
+            inputs.append(tensor if device.type == "cpu" else tensor.to(device))
         return inputs
 
     def _deliver(self, loaded: LoadedModel, batch: List[PendingRequest], result: Any) -> None:
@@ -476,8 +442,8 @@ class Worker:
                     error: Exception) -> None:
         text = _model_error_text(error)
         what = "script" if request.kind == blob.KIND_SCRIPT else "model"
-        shapes = ", ".join(f"{tuple(stored.shape)} {stored.dtype_name}"
-                           for stored in request.tensors or [])
+        shapes = ", ".join(f"{view.shape_tuple} {view.dtype}"
+                           for view in request.tensors or [])
         self._complete(request, SHMSTORE_EMODEL,
                        f"{what} {loaded.key!r} failed on inputs [{shapes}]: "
                        f"{type(error).__name__}: {text}")
@@ -597,6 +563,12 @@ def _host_array(output: Any) -> Any:
     if output.dtype is torch.bfloat16:
         return output
     return output.resolve_conj().resolve_neg().numpy()
+
+
+def _as_torch(host: np.ndarray, view: Any) -> Any:
+    """Return host, an array of the stored input view's dtype, as a torch tensor, no copy."""
+    tensor = torch.from_numpy(host)
+    return tensor.view(torch.bfloat16) if view.dtype_code == BFLOAT16_CODE else tensor
 
 
 def _model_error_text(error: Exception) -> str:
