@@ -82,6 +82,22 @@ def test_plan_packs_up_to_batch_size():
 
 
 @pytest.mark.timeout(10)
+@pytest.mark.parametrize("rows, sizes", [
+    ([3, 4, 1], [3]),
+    ([3, 4, 2], [2, 1]),
+    ([8], [1]),
+])
+def test_plan_one_batch_when_all_fit(rows, sizes):
+    requests = [make_request(number, count) for number, count in enumerate(rows)]
+
+    batches, kept, _ = plan_batches(requests, BatchSettings(8, 0, 0), now_ns=0)
+
+    assert [len(batch) for batch in batches] == sizes
+    assert [request.slot for batch in batches for request in batch] == list(range(len(rows)))
+    assert kept == []
+
+
+@pytest.mark.timeout(10)
 def test_plan_separates_signatures():
     other = ("f", 1, ("torch.float64", (4,)))
     requests = [make_request(0, 1), make_request(1, 1, signature=other), make_request(2, 1),

@@ -55,6 +55,8 @@ def plan_batches(requests: List[PendingRequest], settings: BatchSettings,
     """
     if settings.batch_size == 0 or (len(requests) == 1 and settings.min_batch_size == 0):
         return [[request] for request in requests], [], None
+    if settings.min_batch_size == 0 and _one_batch(requests, settings.batch_size):
+        return [requests], [], None
 
     groups: Dict[Any, List[PendingRequest]] = {}
     alone: List[List[PendingRequest]] = []
@@ -84,6 +86,20 @@ def plan_batches(requests: List[PendingRequest], settings: BatchSettings,
         batches.extend(_pack(group, settings.batch_size))
 
     return batches, kept, wake_ns
+
+
+def _one_batch(requests: List[PendingRequest], batch_size: int) -> bool:
+    """Return True when all requests merge and fit one batch: the common case of a round,
+    checked without hashing any signature."""
+    signature = requests[0].signature
+    if signature is None:
+        return False
+    rows = 0
+    for request in requests:
+        if request.signature != signature:
+            return False
+        rows += request.rows
+    return rows <= batch_size
 
 
 def _pack(group: List[PendingRequest], batch_size: int) -> List[List[PendingRequest]]:

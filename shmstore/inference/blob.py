@@ -153,12 +153,12 @@ _VERSION_OFFSET = 32     # magic, header_bytes, kind, three batch settings, rese
 def read_version(blob: Any) -> int:
     """Return the version field of a stored blob without decoding the rest (0 if too short).
 
-    blob is any object with the buffer protocol: an array, or the store's View of the key.
+    blob is a C-contiguous object with the buffer protocol and an nbytes attribute: an
+    array, or the store's View of the key.
     """
-    data = memoryview(blob).cast("B")
-    if data.nbytes < HEADER_BYTES:
+    if blob.nbytes < HEADER_BYTES:
         return 0
-    return _VERSION.unpack_from(data, _VERSION_OFFSET)[0]
+    return _VERSION.unpack_from(blob, _VERSION_OFFSET)[0]
 
 
 def payload_view(blob: np.ndarray, settings: BlobSettings) -> memoryview:
