@@ -298,7 +298,8 @@ class Worker:
             # A copy even for one request on the CPU: the arena view is read-only, and
             # models may write into their input (the ML-EKE model does). bfloat16 travels
             # as its uint16 bit patterns.
-            host = np.empty(shape, _DTYPE_BY_CODE.get(view.dtype_code, np.uint16))
+            code = view.dtype_code
+            host = np.empty(shape, np.uint16 if code == BFLOAT16_CODE else _DTYPE_BY_CODE[code])
             try:
                 _core.copy_views(views, host)
             except ValueError:
