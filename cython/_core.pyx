@@ -357,7 +357,9 @@ def copy_views(views, out):
                              f"buffer has {target.len}")
         for item in views:
             view = <View>item
-            memcpy(<char *>target.buf + offset, view.view.data, view.view.nbytes)
+            # A zero-sized tensor may have no data pointer, which memcpy must not get.
+            if view.view.nbytes > 0:
+                memcpy(<char *>target.buf + offset, view.view.data, view.view.nbytes)
             offset += view.view.nbytes
     finally:
         PyBuffer_Release(&target)

@@ -176,17 +176,19 @@ cdef tuple _taken_tuple(const infer_taken_t *taken, object taken_ns):
     cdef const char *nul
     cdef Py_ssize_t length
     cdef uint32_t count = 2 + taken.n_inputs + taken.n_outputs
-    while <uint32_t>len(texts) < count:
-        # A body cut short (no client writes one) yields empty names, never a read past it.
-        length = 0
-        if cursor < end:
-            nul = <const char *>memchr(cursor, 0, <size_t>(end - cursor))
-            length = (nul - cursor) if nul != NULL else (end - cursor)
+    cdef Py_ssize_t n_inputs
+    # The body and the counts lie in shared memory. A body cut short (no client writes one)
+    # yields fewer names, never a read past it or a loop driven by a wrong count alone.
+    while <uint32_t>len(texts) < count and cursor < end:
+        nul = <const char *>memchr(cursor, 0, <size_t>(end - cursor))
+        length = (nul - cursor) if nul != NULL else (end - cursor)
         texts.append(PyUnicode_DecodeUTF8(cursor, length, "replace"))
         cursor = cursor + length + 1 if cursor + length < end else end
+    while len(texts) < 2:
+        texts.append("")
+    n_inputs = min(<Py_ssize_t>taken.n_inputs, len(texts) - 2)
     return (taken.slot, taken.sequence, taken.submitted_ns, taken.deadline_ns, taken.kind,
-            texts[0], texts[1], texts[2:2 + taken.n_inputs], texts[2 + taken.n_inputs:],
-            taken_ns)
+            texts[0], texts[1], texts[2:2 + n_inputs], texts[2 + n_inputs:], taken_ns)
 
 
 cdef struct PendingSignal:

@@ -334,6 +334,39 @@ def test_batch_inputs_stack_rows(client, kind):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_zero_row_request(client, batch_size):
+    class Double(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 2.0
+
+    client.set_model(f"double-{batch_size}", torch.jit.script(Double()), batch_size=batch_size)
+    client.put_tensor("empty-in", np.zeros((0, 3), np.float32))
+
+    client.run_model(f"double-{batch_size}", ["empty-in"], ["empty-out"])
+
+    assert client.get_tensor("empty-out").shape == (0, 3)
+
+
+@pytest.mark.timeout(60)
+def test_batch_inputs_stack_zero_rows(client):
+    from shmstore.inference.batcher import PendingRequest
+    from shmstore.inference.worker import Worker
+
+    client.put_tensor("none", np.zeros((0, 2), np.float32))
+    client.put_tensor("some", np.ones((2, 2), np.float32))
+    batch = []
+    for number, key in enumerate(["none", "some", "none"]):
+        views, rows, _layout = client._core.get_views([key])
+        batch.append(PendingRequest(number, 1, 0, 0, 0, "m", "", [key], ["y"], 0,
+                                    tensors=views, rows=rows))
+
+    (stacked,) = Worker._batch_inputs(batch, torch.device("cpu"))
+
+    assert torch.equal(stacked, torch.ones(2, 2))
+
+
+@pytest.mark.timeout(60)
 def test_model_replacement_switches(client):
     class AddOne(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
