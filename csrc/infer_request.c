@@ -122,11 +122,16 @@ static int write_body(infer_slot_t *slot, const infer_request_t *request, int64_
     return 0;
 }
 
+/* Returns 1 when key is a store key: 1 to SHMSTORE_KEY_MAX bytes. */
+static int valid_key(const char *key)
+{
+    return key != NULL && key[0] != '\0' && strlen(key) <= SHMSTORE_KEY_MAX;
+}
+
 static int validate_request(const infer_request_t *request, char *message,
                             size_t message_bytes)
 {
-    if (request->key == NULL || request->key[0] == '\0' ||
-        strlen(request->key) > SHMSTORE_KEY_MAX) {
+    if (!valid_key(request->key)) {
         format_message(message, message_bytes,
                        "invalid model key: it must have 1 to %d bytes", SHMSTORE_KEY_MAX);
         return SHMSTORE_EKEY;
@@ -141,16 +146,20 @@ static int validate_request(const infer_request_t *request, char *message,
         return -EINVAL;
     }
     for (uint32_t i = 0; i < request->n_inputs; i++) {
-        if (request->inputs[i] == NULL || request->inputs[i][0] == '\0') {
+        if (!valid_key(request->inputs[i])) {
             format_message(message, message_bytes,
-                           "input key %u of the request for '%s' is empty", i, request->key);
+                           "invalid input key %u of the request for '%s': it must have 1 to "
+                           "%d bytes",
+                           i, request->key, SHMSTORE_KEY_MAX);
             return SHMSTORE_EKEY;
         }
     }
     for (uint32_t i = 0; i < request->n_outputs; i++) {
-        if (request->outputs[i] == NULL || request->outputs[i][0] == '\0') {
+        if (!valid_key(request->outputs[i])) {
             format_message(message, message_bytes,
-                           "output key %u of the request for '%s' is empty", i, request->key);
+                           "invalid output key %u of the request for '%s': it must have 1 to "
+                           "%d bytes",
+                           i, request->key, SHMSTORE_KEY_MAX);
             return SHMSTORE_EKEY;
         }
     }

@@ -699,10 +699,10 @@ cdef class Client:
 
         Made for the inputs of one inference request, which the workers stack with other
         requests' inputs along dimension 0. rows is the first extent of the first tensor (0
-        for rank 0 or no keys). layout is a hashable tuple of each tensor's dtype code,
-        memory order and other extents, so requests with equal layouts can be stacked; it is
-        None when the tensors cannot be stacked with any others (one has rank 0, or their
-        first extents differ). Raises like get() for the first key that cannot be read, with
+        for rank 0 or no keys). layout is a hashable tuple of each tensor's dtype code and
+        other extents, so requests with equal layouts can be stacked (in C or Fortran order);
+        it is None when the tensors cannot be stacked with any others (one has rank 0, or
+        their first extents differ). Raises like get() for the first key that cannot be read, with
         that key in the exception's .key.
         """
         cdef list views = []
@@ -727,7 +727,6 @@ cdef class Client:
             elif view.view.dims[0] != rows:
                 stackable = False
             layout.append(<int>view.view.dtype)
-            layout.append(<int>view.view.order if view.view.ndim > 1 else c.SHMSTORE_ORDER_C)
             layout.append(tuple(view.view.dims[i] for i in range(1, view.view.ndim)))
 
         if not views or not stackable:

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -98,6 +99,13 @@ class WeightedRows(torch.nn.Module):
         if x.shape[0] > 4:
             raise RuntimeError("called with more than 4 rows")
         return x * weight
+
+
+class Twice(torch.nn.Module):
+    """x * 2, row by row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0
 
 
 class DoublesInPlace(torch.nn.Module):
@@ -305,7 +313,24 @@ def test_bfloat16_tensors_pass_through(client):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("kind", ["C order", "Fortran order", "bfloat16"])
+@pytest.mark.parametrize("batch_size", [0, 8])
+def test_fortran_order_input_reaches_model_in_c_order(client, batch_size):
+    class Flatten(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], -1) * 2.0
+
+    client.set_model(f"flatten-{batch_size}", torch.jit.script(Flatten()),
+                     batch_size=batch_size)
+    x = np.asfortranarray(np.arange(24, dtype=np.float32).reshape(4, 2, 3))
+    client.put_tensor("fortran-in", x)
+
+    client.run_model(f"flatten-{batch_size}", ["fortran-in"], ["flat-out"])
+
+    np.testing.assert_array_equal(client.get_tensor("flat-out"), x.reshape(4, 6) * 2)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", ["C order", "Fortran order", "mixed order", "bfloat16"])
 def test_batch_inputs_stack_rows(client, kind):
     from shmstore.inference.batcher import PendingRequest
     from shmstore.inference.worker import Worker
@@ -313,7 +338,7 @@ def test_batch_inputs_stack_rows(client, kind):
     values = [torch.arange(6, dtype=torch.float32).reshape(3, 2) + 10 * number
               for number in range(2)]
     for number, value in enumerate(values):
-        if kind == "Fortran order":
+        if kind == "Fortran order" or (kind == "mixed order" and number == 1):
             client.put_tensor(f"stack{number}", np.asfortranarray(value.numpy()))
         elif kind == "bfloat16":
             client.put_tensor(f"stack{number}", value.to(torch.bfloat16))
@@ -331,6 +356,7 @@ def test_batch_inputs_stack_rows(client, kind):
     if kind == "bfloat16":
         expected = expected.to(torch.bfloat16)
     assert torch.equal(stacked, expected)
+    assert stacked.is_contiguous()
 
 
 @pytest.mark.timeout(60)
@@ -364,6 +390,55 @@ def test_batch_inputs_stack_zero_rows(client):
     (stacked,) = Worker._batch_inputs(batch, torch.device("cpu"))
 
     assert torch.equal(stacked, torch.ones(2, 2))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("which", ["input", "output"])
+def test_overlong_tensor_key_rejected(client, which):
+    client.set_model("double-keys", torch.jit.script(Twice()), batch_size=8)
+    client.put_tensor("short-in", np.ones((1, 2), np.float32))
+    long_key = "k" * (shmstore._core.KEY_MAX + 1)
+    inputs = [long_key] if which == "input" else ["short-in"]
+    outputs = [long_key] if which == "output" else ["short-out"]
+
+    with pytest.raises(shmstore.InvalidKeyError, match=f"invalid {which} key 0"):
+        client.run_model("double-keys", inputs, outputs)
+
+    client.run_model("double-keys", ["short-in"], ["short-out"])
+    np.testing.assert_array_equal(client.get_tensor("short-out"), np.full((1, 2), 2.0))
+
+
+@pytest.mark.timeout(60)
+def test_unstorable_output_dtype_fails_alone(client):
+    class Complex32(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if bool((x < 0).any()):
+                return x.to(torch.complex32)
+            return x * 2.0
+
+    # The two requests wait up to 500 ms for each other, so they usually share a batch.
+    client.set_model("complex32", torch.jit.script(Complex32()), batch_size=8,
+                     min_batch_size=2, min_batch_timeout=500)
+    client.put_tensor("c32-bad", np.full((1, 2), -1.0, np.float32))
+    client.put_tensor("c32-good", np.ones((1, 2), np.float32))
+    errors = {}
+
+    def run(name):
+        try:
+            client.run_model("complex32", [f"c32-{name}"], [f"c32-out-{name}"])
+        except shmstore.ShmstoreError as error:
+            errors[name] = error
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in ("bad", "good")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert isinstance(errors.get("bad"), shmstore.ModelError)
+    assert "complex32" in str(errors["bad"])
+    assert "good" not in errors
+    np.testing.assert_array_equal(client.get_tensor("c32-out-good"), np.full((1, 2), 2.0))
 
 
 @pytest.mark.timeout(60)

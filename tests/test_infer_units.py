@@ -74,6 +74,11 @@ def test_plan_no_batching_runs_each_alone():
 
 
 @pytest.mark.timeout(10)
+def test_plan_no_requests():
+    assert plan_batches([], BatchSettings(8, 0, 0), now_ns=0) == ([], [], None)
+
+
+@pytest.mark.timeout(10)
 def test_plan_packs_up_to_batch_size():
     requests = [make_request(number, rows) for number, rows in enumerate([3, 4, 2, 9, 1])]
     batches, kept, _ = plan_batches(requests, BatchSettings(8, 0, 0), now_ns=0)

@@ -53,6 +53,8 @@ def plan_batches(requests: List[PendingRequest], settings: BatchSettings,
     the CLOCK_MONOTONIC time at which a kept group's timeout expires, or None when the kept
     requests wait only for more rows (or nothing is kept).
     """
+    if not requests:
+        return [], [], None
     if settings.batch_size == 0 or (len(requests) == 1 and settings.min_batch_size == 0):
         return [[request] for request in requests], [], None
     if settings.min_batch_size == 0 and _one_batch(requests, settings.batch_size):

@@ -35,6 +35,7 @@ import torch
 from shmstore import _core, _infer
 from shmstore.client import _CODE_BY_DTYPE, _DTYPE_BY_CODE
 from shmstore.errors import (
+    SHMSTORE_EKEY,
     SHMSTORE_ELOST,
     SHMSTORE_EMODEL,
     SHMSTORE_ENOKEY,
@@ -204,6 +205,10 @@ class Worker:
                 message = f"cannot read input tensor {name!r}: {error}"
             self._complete(request, code, message)
             return False
+        except ValueError as error:
+            # The client library rejects such keys before sending; a worker must not trust that.
+            self._complete(request, SHMSTORE_EKEY, f"invalid input key: {error}")
+            return False
         request.tensors = views
         if batching and layout is not None:
             # Requests that name their outputs differently (by key, or by index) never merge.
@@ -303,8 +308,8 @@ class Worker:
             try:
                 _core.copy_views(views, host)
             except ValueError:
-                # Fortran-order tensors: numpy reorders them while stacking.
-                host = np.concatenate([np.asarray(piece) for piece in views])
+                # Fortran-order tensors: numpy reorders them into C order while it copies.
+                np.concatenate([np.asarray(piece) for piece in views], out=host)
             tensor = _as_torch(host, view)
             inputs.append(tensor if device.type == "cpu" else tensor.to(device))
         return inputs
@@ -327,7 +332,19 @@ class Worker:
                 self._complete(request, SHMSTORE_EMODEL, message)
             return
 
-        outputs = [_host_array(output) for output in outputs]
+        try:
+            outputs = [_host_array(output) for output in outputs]
+        except (RuntimeError, TypeError) as error:
+            if len(batch) > 1:
+                # As for a model that raises: the rows of one request may have caused it.
+                for request in batch:
+                    self._run_batch(loaded, [request])
+                return
+            dtypes = ", ".join(str(output.dtype) for output in outputs)
+            message = (f"model {loaded.key!r} returned outputs of dtypes {dtypes}, which "
+                       f"cannot be stored: {error}")
+            self._complete(batch[0], SHMSTORE_EMODEL, message)
+            return
 
         if len(batch) > 1:
             total_rows = sum(request.rows for request in batch)
