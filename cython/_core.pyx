@@ -702,8 +702,8 @@ cdef class Client:
         for rank 0 or no keys). layout is a hashable tuple of each tensor's dtype code and
         other extents, so requests with equal layouts can be stacked (in C or Fortran order);
         it is None when the tensors cannot be stacked with any others (one has rank 0, or
-        their first extents differ). Raises like get() for the first key that cannot be read, with
-        that key in the exception's .key.
+        their first extents differ). Raises like get() for the first key that cannot be read,
+        with that key in the exception's .key.
         """
         cdef list views = []
         cdef list layout = []

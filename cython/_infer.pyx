@@ -162,6 +162,7 @@ cdef void _collect_key(const char *key, void *context) noexcept with gil:
 
 
 cdef object monotonic_ns():
+    """Return CLOCK_MONOTONIC in nanoseconds, the clock of the request timestamps."""
     cdef timespec now
     clock_gettime(CLOCK_MONOTONIC, &now)
     return <int64_t>now.tv_sec * 1000000000 + now.tv_nsec

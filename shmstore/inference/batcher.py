@@ -4,9 +4,8 @@ Requests of one model are merged along dimension 0 when every input has at least
 dimension, all inputs of a request share the same first dimension (its row count), and the
 requests agree on the number of outputs and on each input's dtype and remaining dimensions.
 A batch holds at most batch_size rows (a request larger than that runs alone, in chunks:
-Worker._run_in_chunks). A group of
-mergeable requests waits, counted from the time its oldest request was taken, until it has
-min_batch_size rows or min_batch_timeout ms have passed; with min_batch_size 0 it runs at
+Worker._run_in_chunks). A group of mergeable requests waits, counted from the time its oldest
+request was taken, until it has min_batch_size rows or min_batch_timeout ms have passed; with min_batch_size 0 it runs at
 once with whatever is pending. With batch_size 0 every request runs alone.
 """
 

@@ -95,8 +95,8 @@ class InferenceClientMixin:
         "GPU" (the worker's GPU) or "GPU:N". batch_size: max rows (sum of the requests'
         first dimensions) per model call, 0 for no batching; a larger request runs in chunks
         of at most batch_size rows. A batch waits at most min_batch_timeout ms for
-        min_batch_size rows. inputs and outputs (names of graph
-        nodes) only matter for TensorFlow models in RedisAI; TorchScript ignores them.
+        min_batch_size rows. inputs and outputs (names of graph nodes) only matter for
+        TensorFlow models in RedisAI; TorchScript ignores them.
         Storing again under key switches new requests to the new model.
         """
         del inputs, outputs

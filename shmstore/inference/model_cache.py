@@ -1,7 +1,7 @@
 """The worker's cache of loaded TorchScript models and scripts, by key and version.
 
-A lookup reads the stored blob's version field (a zero-copy get, no bytes copied) and reuses the
-loaded module while the version matches. A new version (the key was stored again) is loaded
+A lookup reads the stored blob's version field (a zero-copy get, no bytes copied) and reuses
+the loaded module while the version matches. A new version (the key was stored again) is loaded
 on the next lookup; batches that already hold the old module finish with it.
 """
 

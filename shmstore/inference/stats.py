@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -33,11 +33,10 @@ class Histogram:
         self.counts = list(counts) if counts else [0] * BUCKET_COUNT
 
     def add(self, seconds: float) -> None:
-        microseconds = max(seconds * 1e6, 1.0)
-        bucket = int(math.log2(microseconds) * BUCKETS_PER_OCTAVE)
-        self.counts[min(bucket, BUCKET_COUNT - 1)] += 1
+        """Add one duration given in seconds."""
+        self.add_many_ns((seconds * 1e9,))
 
-    def add_many_ns(self, durations_ns: List[int]) -> None:
+    def add_many_ns(self, durations_ns: Sequence[float]) -> None:
         """Add durations given in nanoseconds (one call for a batch of requests)."""
         counts = self.counts
         last = BUCKET_COUNT - 1

@@ -235,8 +235,7 @@ class Worker:
                 result = loaded.module.forward(*inputs)
         except Exception as error:  # Any model failure is the request's error, not ours.
             if len(batch) > 1:
-                for request in batch:
-                    self._run_batch(loaded, [request])
+                self._run_each_alone(loaded, batch)
                 return
             self._fail_model(loaded, batch[0], error)
             return
@@ -247,6 +246,11 @@ class Worker:
         samples = sum(request.rows for request in batch) or len(batch)
         self._model_stats(loaded.key).record_batch(samples, compute_s)
         self.batches_uncounted += 1
+
+    def _run_each_alone(self, loaded: LoadedModel, batch: List[PendingRequest]) -> None:
+        """Run every request of a failed batch alone, so that only the one at fault fails."""
+        for request in batch:
+            self._run_batch(loaded, [request])
 
     def _run_in_chunks(self, loaded: LoadedModel, batch: List[PendingRequest],
                        inputs: List[Any], limit: int) -> Any:
@@ -337,8 +341,7 @@ class Worker:
         except (RuntimeError, TypeError) as error:
             if len(batch) > 1:
                 # As for a model that raises: the rows of one request may have caused it.
-                for request in batch:
-                    self._run_batch(loaded, [request])
+                self._run_each_alone(loaded, batch)
                 return
             dtypes = ", ".join(str(output.dtype) for output in outputs)
             message = (f"model {loaded.key!r} returned outputs of dtypes {dtypes}, which "
